@@ -1,0 +1,69 @@
+"""Accuracy of a checkpoint on the full MNIST test split, plain or transformed.
+
+Example::
+
+    python -m models.evaluate checkpoints/deform_plain.pt --augment rotate --data-dir ../shared/data
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from models.checkpoint import CheckpointError, load_checkpoint
+from models.data import DEFAULT_DATA_DIR, DataError, load_mnist
+from models.training import accuracy, use_all_cpu_threads
+from models.transforms import AUGMENTS, TEST_SEED, describe
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m models.evaluate",
+        description=(
+            "Print a checkpoint's accuracy on the full MNIST test split (10,000 digits), "
+            "untransformed or under a seeded augmentation (the same images for every model)."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("checkpoint", nargs="+", help="one or more checkpoint files")
+    p.add_argument(
+        "--augment",
+        default=["none"],
+        nargs="+",
+        help=f"test-time transform(s), each one of {', '.join(AUGMENTS)}",
+    )
+    p.add_argument("--seed", type=int, default=TEST_SEED, help="seed of the transformed test set")
+    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="folder with MNIST in torchvision's layout")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        for a in args.augment:
+            describe(a)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    use_all_cpu_threads()
+    try:
+        test = load_mnist(args.data_dir, train=False)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    status = 0
+    for path in args.checkpoint:
+        try:
+            model = load_checkpoint(path)
+        except CheckpointError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            status = 1
+            continue
+        for a in args.augment:
+            acc = accuracy(model, test, a, args.seed)
+            print(f"{path}\t{a}\t{acc:.4f}\t({describe(a)}; {test.description})")
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

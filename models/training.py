@@ -1,0 +1,144 @@
+"""The training and evaluation loops shared by ``models.train``, ``models.evaluate`` and
+``models.experiment``. Data lives in memory as tensors; augmentation is applied per batch."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm import tqdm
+
+from models.data import Split
+from models.nets import MnistNet
+from models.transforms import describe, parse_augment, random_transform, transformed_test_set
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a training run (stored in the checkpoint)."""
+
+    arch: str = "deform"
+    augment: str = "none"
+    epochs: int = 12
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 5e-4
+    seed: int = 0
+    widths: tuple[int, int, int, int] = (32, 64, 64, 128)
+    max_steps: int | None = None  # stop early (tests and smoke runs)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def use_all_cpu_threads() -> int:
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(n)
+    return n
+
+
+def build_for(config: TrainConfig, data: Split) -> MnistNet:
+    in_channels = int(data.images.shape[1])
+    mean = float(data.images.mean())
+    std = float(data.images.std())
+    return MnistNet(config.arch, widths=config.widths, in_channels=in_channels, mean=mean, std=std)
+
+
+def model_config(model: MnistNet, config: TrainConfig) -> dict[str, Any]:
+    return {
+        "arch": config.arch,
+        "widths": list(config.widths),
+        "in_channels": int(model.stem[0].in_channels),
+        "num_classes": int(model.head.out_features),
+        "mean": float(model.mean),
+        "std": float(model.std),
+    }
+
+
+def train(
+    config: TrainConfig, data: Split, progress: bool = True, desc: str | None = None
+) -> tuple[MnistNet, dict[str, Any]]:
+    """Train a fresh model; returns it (eval mode) and a log of per-epoch loss/accuracy/time."""
+    parse_augment(config.augment)  # fail early on a bad name
+    torch.manual_seed(config.seed)
+    model = build_for(config, data)
+    gen = torch.Generator().manual_seed(config.seed)
+    n = len(data)
+    steps_per_epoch = (n + config.batch_size - 1) // config.batch_size
+    total = steps_per_epoch * config.epochs
+    if config.max_steps is not None:
+        total = min(total, config.max_steps)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=max(total, 1))
+    log: dict[str, Any] = {"epochs": []}
+    step = 0
+    start = time.perf_counter()
+    bar = tqdm(total=total, desc=desc or f"train {config.arch}", disable=not progress, unit="step")
+    model.train()
+    for epoch in range(config.epochs):
+        perm = torch.randperm(n, generator=gen)
+        seen = correct = 0
+        loss_sum = 0.0
+        t0 = time.perf_counter()
+        for b in range(steps_per_epoch):
+            if step >= total:
+                break
+            idx = perm[b * config.batch_size : (b + 1) * config.batch_size]
+            x = random_transform(data.images[idx], config.augment, gen)
+            y = data.labels[idx]
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            seen += len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            loss_sum += loss.item() * len(y)
+            bar.update(1)
+            bar.set_postfix(
+                epoch=f"{epoch + 1}/{config.epochs}", loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}"
+            )
+        if seen:
+            log["epochs"].append(
+                {
+                    "epoch": epoch + 1,
+                    "loss": loss_sum / seen,
+                    "train_acc": correct / seen,
+                    "seconds": time.perf_counter() - t0,
+                }
+            )
+        if step >= total:
+            break
+    bar.close()
+    log["train_seconds"] = time.perf_counter() - start
+    log["steps"] = step
+    model.eval()
+    return model, log
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, images: Tensor, batch_size: int = 1000) -> Tensor:
+    """Class predictions ``(N,)`` for images ``(N, C, H, W)``."""
+    model.eval()
+    out = [model(images[i : i + batch_size]).argmax(1) for i in range(0, images.shape[0], batch_size)]
+    return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
+
+
+def accuracy(model: torch.nn.Module, data: Split, augment: str = "none", seed: int | None = None) -> float:
+    """Accuracy on ``data``, optionally transformed with the seeded test-time augmentation."""
+    images = (
+        transformed_test_set(data.images, augment) if seed is None else transformed_test_set(data.images, augment, seed)
+    )
+    return float((predict(model, images) == data.labels).float().mean())
+
+
+def config_dict(config: TrainConfig) -> dict[str, Any]:
+    d = asdict(config)
+    d["widths"] = list(config.widths)
+    d["augment_params"] = describe(config.augment)
+    return d
