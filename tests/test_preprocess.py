@@ -1,0 +1,116 @@
+"""preprocess: any digit picture -> MNIST format, or a clear error."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from viz import PreprocessError, preprocess
+
+
+def _seven(size: int = 200, ink: int = 255, paper: int = 0, mode: str = "L") -> Image.Image:
+    """A thick '7' drawn off-centre on a large canvas."""
+    img = Image.new(mode, (size, size), paper if mode == "L" else (paper,) * len(mode))
+    d = ImageDraw.Draw(img)
+    colour = ink if mode == "L" else (ink,) * len(mode)
+    d.line([(40, 30), (120, 30), (70, 160)], fill=colour, width=14)
+    return img
+
+
+def _check_mnist_like(t: torch.Tensor) -> None:
+    assert t.shape == (1, 28, 28) and t.dtype == torch.float32
+    assert float(t.min()) >= 0 and float(t.max()) == pytest.approx(1.0, abs=0.02)
+    rows = (t[0] > 0.05).any(1).nonzero().flatten()
+    cols = (t[0] > 0.05).any(0).nonzero().flatten()
+    assert max(rows.max() - rows.min() + 1, cols.max() - cols.min() + 1) in (19, 20, 21)  # 20x20 box
+    ys, xs = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    cy, cx = float((ys * t[0]).sum() / t.sum()), float((xs * t[0]).sum() / t.sum())
+    assert abs(cy - 13.5) <= 1.0 and abs(cx - 13.5) <= 1.0  # centred by centre of mass
+    assert float(t[0, :, :3].sum() + t[0, :, -3:].sum()) < 1.0  # dark border
+
+
+def test_light_on_dark_and_dark_on_light_agree():
+    a = preprocess(_seven(ink=255, paper=0))
+    b = preprocess(_seven(ink=0, paper=255))
+    _check_mnist_like(a)
+    assert torch.allclose(a, b, atol=0.02)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "CMYK", "P", "LA", "I;16", "1"])
+def test_pil_modes(mode):
+    ref = preprocess(_seven())
+    base = _seven(ink=0, paper=255)
+    if mode == "I;16":
+        arr = (np.asarray(base, dtype=np.uint16) * 257).astype(np.uint16)
+        img = Image.fromarray(arr)
+        assert img.mode == "I;16"
+    else:
+        img = base.convert(mode)
+    out = preprocess(img)
+    _check_mnist_like(out)
+    assert float((out - ref).abs().mean()) < 0.03
+
+
+def test_transparent_canvas_drawing():
+    # A drawing canvas: transparent background, opaque black strokes (RGBA).
+    rgba = Image.new("RGBA", (280, 280), (0, 0, 0, 0))
+    ImageDraw.Draw(rgba).line([(40, 30), (120, 30), (70, 160)], fill=(0, 0, 0, 255), width=14)
+    out = preprocess(rgba)
+    _check_mnist_like(out)
+    assert torch.allclose(out, preprocess(_seven(280)), atol=0.05)
+    # ... and light strokes on a transparent background give the same digit
+    light = Image.new("RGBA", (280, 280), (0, 0, 0, 0))
+    ImageDraw.Draw(light).line([(40, 30), (120, 30), (70, 160)], fill=(255, 255, 255, 255), width=14)
+    assert torch.allclose(preprocess(light), out, atol=0.02)
+
+
+def test_animated_gif_uses_first_frame():
+    frames = [_seven(), Image.new("L", (200, 200), 0)]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:])
+    buf.seek(0)
+    img = Image.open(buf)
+    assert img.n_frames == 2
+    _check_mnist_like(preprocess(img))
+
+
+def test_arrays_and_tensors():
+    arr = np.asarray(_seven())
+    ref = preprocess(arr)
+    _check_mnist_like(ref)
+    assert torch.allclose(preprocess(arr.astype(np.float32) / 255.0), ref, atol=1e-6)
+    assert torch.allclose(preprocess(arr > 127), ref, atol=0.1)
+    assert torch.allclose(preprocess(torch.from_numpy(arr.copy()).unsqueeze(0)), ref, atol=1e-6)
+    rgb = np.repeat(arr[..., None], 3, axis=2)
+    assert torch.allclose(preprocess(rgb), ref, atol=1e-3)
+
+
+def test_an_mnist_digit_stays_an_mnist_digit():
+    digit = torch.zeros(28, 28)
+    digit[4:24, 12:16] = 1.0  # a '1' already in MNIST format
+    out = preprocess(digit.numpy())
+    assert torch.allclose(out[0], digit, atol=0.05)
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (np.zeros((28, 28), dtype=np.uint8), "empty"),
+        (np.full((50, 50, 3), 200, dtype=np.uint8), "empty"),
+        (Image.new("RGBA", (100, 100), (0, 0, 0, 0)), "empty"),
+        (np.zeros((28, 28), dtype=np.complex64), "unsupported pixel type"),
+        (np.zeros((2, 28, 28, 3)), "too small or not 2-D|must be"),
+        (np.zeros((28, 28, 5)), "must be"),
+        (np.zeros(10), "too small or not 2-D"),
+        (np.full((28, 28), np.nan), "NaN"),
+        (np.full((28, 28), -1.0), "negative"),
+        ("digit.png", "expected a PIL image"),
+    ],
+)
+def test_rejects_what_is_not_a_digit_image(bad, message):
+    with pytest.raises(PreprocessError, match=message):
+        preprocess(bad)

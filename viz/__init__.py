@@ -1,0 +1,58 @@
+"""deformscope's core: capture offsets, back-project sampling points, whole-map statistics.
+
+Data flows one way: image -> :func:`preprocess` -> model (:func:`load`) -> :func:`capture`
+-> :func:`backproject` / :func:`sampling_density` / :func:`effective_dilation` -> rendering.
+Coordinates: x = column, y = row, pixel centres at integers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from models.checkpoint import CheckpointError, load_checkpoint
+from viz.backproject import Points, backproject, regular_grid
+from viz.capture import Capture, LayerCapture, capture
+from viz.geometry import METHODS
+from viz.preprocess import PreprocessError, preprocess
+from viz.stats import dilation_summary, effective_dilation, on_digit_units, sampling_density
+
+CHECKPOINT_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
+
+
+def shipped_checkpoints() -> dict[str, Path]:
+    """Name -> path of every checkpoint shipped in ``checkpoints/``."""
+    return {p.stem: p for p in sorted(CHECKPOINT_DIR.glob("*.pt"))}
+
+
+def load(checkpoint: str | Path) -> nn.Module:
+    """A model in eval mode from a checkpoint path or the name of a shipped one
+    (e.g. ``"deform_plain"``). Raises :class:`models.CheckpointError` with a clear message."""
+    path = Path(checkpoint)
+    if not path.exists() and str(checkpoint) in shipped_checkpoints():
+        path = shipped_checkpoints()[str(checkpoint)]
+    elif not path.exists() and path.suffix == "":
+        names = ", ".join(shipped_checkpoints()) or "none"
+        raise CheckpointError(f"no checkpoint file or shipped checkpoint named {str(checkpoint)!r} (shipped: {names})")
+    return load_checkpoint(path)
+
+
+__all__ = [
+    "METHODS",
+    "Capture",
+    "CheckpointError",
+    "LayerCapture",
+    "Points",
+    "PreprocessError",
+    "backproject",
+    "capture",
+    "dilation_summary",
+    "effective_dilation",
+    "load",
+    "on_digit_units",
+    "preprocess",
+    "regular_grid",
+    "sampling_density",
+    "shipped_checkpoints",
+]

@@ -1,0 +1,143 @@
+"""Turn any digit image into the MNIST format the models expect.
+
+MNIST's own recipe: grey, white digit on black, the digit's bounding box scaled (keeping its
+aspect ratio, anti-aliased) to fit a 20x20 box, then placed in a 28x28 field so that its centre
+of mass sits at the centre.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torch import Tensor
+
+#: Ink below this fraction of the strongest ink is treated as background when cropping.
+CROP_THRESHOLD = 0.1
+#: An image whose ink contrast is below this (on a 0..1 scale) holds no digit.
+MIN_CONTRAST = 0.08
+
+
+class PreprocessError(ValueError):
+    """The input is not a usable digit image; the message says why."""
+
+
+def _pil_to_array(img: Image.Image) -> np.ndarray:
+    """Greyscale-or-RGBA float array in [0, 1], shape (H, W) or (H, W, C)."""
+    if getattr(img, "n_frames", 1) > 1:
+        img.seek(0)  # animated: the first frame
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        return np.asarray(img, dtype=np.float64) / 65535.0
+    if mode == "I":
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if arr.max(initial=0) > 255 else 255.0
+        return arr / top
+    if mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        return arr / 255.0 if arr.max(initial=0) > 1.0 else arr
+    if mode == "P":
+        img = img.convert("RGBA")
+    elif mode in ("CMYK", "YCbCr", "LAB", "HSV", "1"):
+        img = img.convert("RGB" if mode != "1" else "L")
+    elif mode == "PA":
+        img = img.convert("RGBA")
+    elif mode not in ("L", "LA", "RGB", "RGBA"):
+        img = img.convert("RGBA")
+    return np.asarray(img, dtype=np.float64) / 255.0
+
+
+def _array_to_float(arr: np.ndarray) -> np.ndarray:
+    if arr.dtype == np.bool_:
+        return arr.astype(np.float64)
+    if np.issubdtype(arr.dtype, np.integer):
+        info = np.iinfo(arr.dtype)
+        if info.min < 0 and arr.min(initial=0) < 0:
+            raise PreprocessError("integer image has negative values")
+        top = 255.0 if arr.max(initial=0) <= 255 else float(info.max)
+        return arr.astype(np.float64) / top
+    if np.issubdtype(arr.dtype, np.floating):
+        out = arr.astype(np.float64)
+        if not np.isfinite(out).all():
+            raise PreprocessError("image has NaN or infinite values")
+        if out.min(initial=0) < 0:
+            raise PreprocessError("float image has negative values; expected [0, 1] or [0, 255]")
+        return out / 255.0 if out.max(initial=0) > 1.0 else out
+    raise PreprocessError(f"unsupported pixel type {arr.dtype}; expected integers, floats or booleans")
+
+
+def _ink(arr: np.ndarray) -> np.ndarray:
+    """Ink strength in [0, 1] (digit bright), from grey / RGB / with alpha."""
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    if arr.ndim == 2:
+        grey, alpha = arr, None
+    elif arr.ndim == 3 and arr.shape[2] in (2, 4):
+        colour, alpha = arr[..., :-1], arr[..., -1]
+        grey = colour.mean(axis=2) if colour.shape[2] == 3 else colour[..., 0]
+    elif arr.ndim == 3 and arr.shape[2] == 3:
+        grey, alpha = arr @ np.array([0.299, 0.587, 0.114]), None
+    else:
+        raise PreprocessError(f"image array must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got shape {arr.shape}")
+    if alpha is not None and alpha.min() < 0.99:
+        # Transparency carries the drawing (a canvas, a cut-out digit): ink = opacity times
+        # the stroke's contrast against the opposite polarity; fully transparent = background.
+        opaque = alpha > 0.5
+        if opaque.any() and grey[opaque].mean() > 0.5:
+            return alpha * grey  # light strokes
+        return alpha * (1.0 - grey)  # dark strokes
+    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    background = float(np.median(border))
+    ink = grey - background if background < 0.5 else background - grey
+    return np.clip(ink, 0.0, None)
+
+
+def preprocess(image: Image.Image | np.ndarray | Tensor) -> Tensor:
+    """Any digit image -> MNIST format ``(1, 28, 28)`` float32 in [0, 1], white on black.
+
+    Accepts a PIL image (any mode: grey, RGB, RGBA/transparent, palette, CMYK, 16-bit; the
+    first frame of an animation), a numpy array ``(H, W)``, ``(H, W, 1|3|4)`` of integers,
+    floats ([0, 1] or [0, 255]) or booleans, or a torch tensor of the same layouts (or
+    ``(1, H, W)``). Dark-on-light and light-on-dark are both handled (polarity is read from
+    the border), and so is a drawing whose background is transparent.
+
+    Raises:
+        PreprocessError: empty or blank image, unsupported type, shape or values.
+    """
+    if isinstance(image, Image.Image):
+        arr = _pil_to_array(image)
+    elif isinstance(image, Tensor):
+        t = image.detach().cpu()
+        if t.dim() == 3 and t.shape[0] in (1, 3, 4) and t.shape[-1] not in (1, 3, 4):
+            t = t.permute(1, 2, 0)
+        arr = _array_to_float(t.numpy())
+    elif isinstance(image, np.ndarray):
+        arr = _array_to_float(image)
+    else:
+        raise PreprocessError(f"expected a PIL image, numpy array or torch tensor, got {type(image).__name__}")
+    if arr.ndim not in (2, 3) or min(arr.shape[:2]) < 4:
+        raise PreprocessError(f"image of shape {arr.shape} is too small or not 2-D (need at least 4x4 pixels)")
+    ink = _ink(arr)
+    peak = float(ink.max())
+    if peak < MIN_CONTRAST:
+        raise PreprocessError("the image is empty: no digit found (blank canvas or uniform image)")
+    ink = np.clip(ink / peak, 0.0, 1.0)
+    rows = np.flatnonzero((ink > CROP_THRESHOLD).any(axis=1))
+    cols = np.flatnonzero((ink > CROP_THRESHOLD).any(axis=0))
+    crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    h, w = crop.shape
+    scale = 20.0 / max(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    small = Image.fromarray((crop * 255).astype(np.uint8)).resize((nw, nh), Image.Resampling.LANCZOS)
+    box = np.asarray(ImageOps.autocontrast(small, cutoff=0), dtype=np.float64) / 255.0
+    total = box.sum()
+    if total <= 0:
+        raise PreprocessError("the image is empty: no digit found after cropping")
+    ys, xs = np.mgrid[0:nh, 0:nw]
+    cy, cx = (ys * box).sum() / total, (xs * box).sum() / total
+    # Put the centre of mass at the field centre (13.5, 13.5), rounded to whole pixels as MNIST.
+    top, left = int(round(13.5 - cy)), int(round(13.5 - cx))
+    top, left = min(max(top, 0), 28 - nh), min(max(left, 0), 28 - nw)
+    out = np.zeros((28, 28), dtype=np.float32)
+    out[top : top + nh, left : left + nw] = box
+    return torch.from_numpy(out).unsqueeze(0)

@@ -1,0 +1,104 @@
+"""Whole-map views: where all units sample (density) and how far apart a filter's samples are
+(the paper's effective dilation), per unit, on the digit and on the background."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from models.deform_conv import sampling_positions
+from viz.backproject import backproject
+from viz.capture import Capture
+from viz.geometry import BILINEAR, adjacent_pair_distance, splat, to_pixels
+
+
+def _layer(cap: Capture, layer: int):
+    try:
+        return cap.layers[layer]
+    except IndexError:
+        raise ValueError(f"layer {layer} out of range: the model has {len(cap.layers)} sampling layers") from None
+
+
+def unit_pixels(cap: Capture, layer: int = -1) -> tuple[Tensor, Tensor]:
+    """Pixel positions ``(y, x)``, each ``(Ho, Wo)``, of a layer's output units."""
+    lc = _layer(cap, layer)
+    ho, wo = lc.out_size
+    yy, xx = torch.meshgrid(torch.arange(ho, dtype=torch.float32), torch.arange(wo, dtype=torch.float32), indexing="ij")
+    return to_pixels(yy, xx, lc.out_pixel_stride, lc.out_pixel_offset)
+
+
+def on_digit_units(cap: Capture, image: int = 0, layer: int = -1, threshold: float = 0.3) -> Tensor:
+    """Boolean ``(Ho, Wo)``: output units whose centre pixel has ink above ``threshold``.
+
+    The image intensity (first channel, [0, 1], white digit on black) is read bilinearly at
+    each unit's pixel position.
+    """
+    y, x = unit_pixels(cap, layer)
+    img = cap.images[image, :1]
+    from viz.geometry import read_bilinear
+
+    vals, _ = read_bilinear(img, y.flatten(), x.flatten())
+    return (vals[:, 0] > threshold).view(y.shape)
+
+
+def effective_dilation(cap: Capture, layer: int = -1, image: int = 0, group: int = 0) -> Tensor:
+    """The paper's effective dilation of every output unit of a layer, in image pixels.
+
+    The mean distance between the sampling locations of horizontally and vertically adjacent
+    taps of the unit's filter (12 pairs for 3x3). A regular conv gives ``dilation *
+    pixel_stride`` everywhere (2 px for the shipped models).
+
+    Returns:
+        ``(Ho, Wo)``.
+    """
+    lc = _layer(cap, layer)
+    off = lc.offsets_yx[image : image + 1, group : group + 1]  # (1, 1, K, 2, Ho, Wo)
+    k, ho, wo = lc.taps, *lc.out_size
+    y, x = sampling_positions(off.reshape(1, 2 * k, ho, wo), lc.kernel_size, lc.stride, lc.padding, lc.dilation)
+    y, x = y[0, 0].permute(1, 2, 0), x[0, 0].permute(1, 2, 0)  # (Ho, Wo, K)
+    return adjacent_pair_distance(y, x, lc.kernel_size, lc.pixel_stride)
+
+
+def dilation_summary(cap: Capture, image: int = 0, layer: int = -1, threshold: float = 0.3) -> dict[str, float]:
+    """Mean effective dilation over units on the digit, on the background, and all units."""
+    d = effective_dilation(cap, layer, image)
+    on = on_digit_units(cap, image, layer, threshold)
+    nan = float("nan")
+    return {
+        "digit": float(d[on].mean()) if on.any() else nan,
+        "background": float(d[~on].mean()) if (~on).any() else nan,
+        "all": float(d.mean()),
+    }
+
+
+def sampling_density(
+    cap: Capture,
+    image: int = 0,
+    units: str | Tensor = "all",
+    method: str = BILINEAR,
+    levels: int | None = None,
+    threshold: float = 0.3,
+) -> Tensor:
+    """How often each image pixel is sampled by the chosen top-layer units' back-projected
+    points (weights summed, bilinearly splatted onto pixel centres).
+
+    Args:
+        units: ``"all"``, ``"digit"`` (units on ink above ``threshold``), a boolean ``(Ho, Wo)``
+            mask over the top map, or a ``(B, 2)`` tensor of units.
+
+    Returns:
+        ``(H, W)`` over the input image; points that read only zero padding are left out.
+    """
+    top = cap.layers[-1]
+    if isinstance(units, str) and units == "digit":
+        units = on_digit_units(cap, image, -1, threshold)
+    if isinstance(units, Tensor) and units.dtype == torch.bool:
+        if units.shape != top.out_size:
+            raise ValueError(f"unit mask must be {top.out_size}, got {tuple(units.shape)}")
+        units = units.nonzero()
+    size = tuple(cap.images.shape[-2:])
+    if isinstance(units, Tensor) and units.numel() == 0:
+        return torch.zeros(size)
+    pts = backproject(cap, units, levels=levels, method=method, image=image)
+    final = pts.where(level=pts.levels, inside_only=True)
+    return splat(pts.y[final], pts.x[final], pts.weight[final].float(), size)  # type: ignore[arg-type]
