@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -59,9 +60,14 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if not found:  # garbage bytes also surface as unpickling errors
+            raise CheckpointError(
+                f"could not read {str(path)!r}: the file is truncated, corrupt or not a PyTorch checkpoint"
+            ) from None
         raise CheckpointError(
-            f"{str(path)!r} is not a deformscope checkpoint: it holds objects that are not "
-            f"plain tensors and values, which are refused for safety ({str(exc).splitlines()[0]})"
+            f"{str(path)!r} is not a deformscope checkpoint: it holds a Python object of type "
+            f"{found.group(1)}, and only plain tensors and values are loaded, for safety"
         ) from None
     except Exception as exc:  # torch's unpickler raises many types on garbage input
         raise CheckpointError(

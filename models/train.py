@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         "train": config_dict(config),
         "log": log,
         "test_accuracy": acc,
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "python": platform.python_version(),
         "command": "python -m models.train " + " ".join(argv if argv is not None else sys.argv[1:]),
     }

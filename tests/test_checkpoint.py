@@ -60,6 +60,13 @@ def test_truncated_file(ckpt, tmp_path):
         load_checkpoint(cut)
 
 
+def test_text_file(tmp_path):
+    text = tmp_path / "notes.pt"
+    text.write_text("nope")
+    with pytest.raises(CheckpointError, match="truncated, corrupt or not a PyTorch checkpoint"):
+        load_checkpoint(text)
+
+
 def test_random_bytes(tmp_path):
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"this is not a checkpoint at all" * 10)
@@ -77,7 +84,10 @@ def test_plain_state_dict_is_not_a_checkpoint(tmp_path):
 def test_arbitrary_pickle_is_refused(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"format": FORMAT, "obj": Payload()}, path)
-    with pytest.raises(CheckpointError, match="refused for safety"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"Python object of type [\w.]*Payload, and only plain tensors and values are loaded, for safety",
+    ):
         load_checkpoint(path)
 
 

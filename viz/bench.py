@@ -1,0 +1,60 @@
+"""Benchmark of the viz core on a shipped checkpoint (or a fresh model if none is shipped).
+
+    python -m viz.bench [--checkpoint deform_plain] [--repeats 20]
+
+Prints the time of capture + back-projection of one unit's 729 points (one digit) and of all
+top-layer units, for each method.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+import viz
+from models import build_model
+from models.training import use_all_cpu_threads
+
+
+def best_ms(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * min(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m viz.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--checkpoint", default="deform_plain", help="shipped checkpoint name or path")
+    p.add_argument("--repeats", type=int, default=20, help="timed repetitions (best is reported)")
+    args = p.parse_args(argv)
+    threads = use_all_cpu_threads()
+    try:
+        model = viz.load(args.checkpoint)
+        source = args.checkpoint
+    except viz.CheckpointError as exc:
+        print(f"note: {exc}; timing a fresh deform model instead")
+        model, source = build_model("deform").eval(), "fresh deform model"
+    torch.manual_seed(0)
+    image = torch.rand(1, 1, 28, 28)
+    print(f"{source}, {threads} threads, best of {args.repeats}")
+    print(f"  capture alone: {best_ms(lambda: viz.capture(model, image), args.repeats):.1f} ms")
+    for method in viz.METHODS:
+        one = best_ms(lambda m=method: viz.backproject(viz.capture(model, image), (7, 7), method=m), args.repeats)
+        reps = max(3, args.repeats // 4)
+        every = best_ms(lambda m=method: viz.backproject(viz.capture(model, image), "all", method=m), reps)
+        print(
+            f"  {method:<8} capture + one unit (729 samples): {one:6.1f} ms   capture + all 196 units: {every:7.1f} ms"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
