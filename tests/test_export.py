@@ -1,0 +1,72 @@
+"""python -m viz.export: every figure from shipped checkpoints, valid files, clear errors."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from PIL import Image, ImageDraw
+
+from viz import export
+
+
+def test_all_figures_png_are_valid_images(tmp_path, capsys):
+    assert export.main(["--out", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("]")[0][1:] for line in lines[:-1]] == list(export.FIGURES)  # a progress line per figure
+    expected_width = {"receptive_field": 3, "levels": 3, "offset_field": 3, "adaptation": 4, "modulation": 3}
+    for name, ncols in expected_width.items():
+        with Image.open(tmp_path / f"{name}.png") as img:
+            img.verify()
+        with Image.open(tmp_path / f"{name}.png") as img:
+            assert img.format == "PNG"
+            assert img.width == pytest.approx(3.2 * ncols * 110, abs=2)
+            assert img.height > 300
+    assert not list(tmp_path.glob(".*"))  # atomic writes leave no temporary files
+
+
+def test_deterministic(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert export.main(["--out", str(a), "--figure", "levels", "--figure", "receptive_field"]) == 0
+    assert export.main(["--out", str(b), "--figure", "levels", "--figure", "receptive_field"]) == 0
+    for name in ("levels.png", "receptive_field.png"):
+        assert hashlib.sha256((a / name).read_bytes()).digest() == hashlib.sha256((b / name).read_bytes()).digest()
+
+
+@pytest.mark.parametrize("fmt, magic", [("svg", b"<?xml"), ("html", b"<html")])
+def test_svg_and_html(tmp_path, fmt, magic):
+    assert export.main(["--out", str(tmp_path), "--format", fmt, "--figure", "receptive_field"]) == 0
+    data = (tmp_path / f"receptive_field.{fmt}").read_bytes()
+    assert data.lstrip()[:5] == magic[:5]
+    if fmt == "html":
+        assert b"plotly" in data.lower() and b"Where three stacked 3x3 layers sample" in data
+
+
+def test_image_file_digit(tmp_path):
+    img = Image.new("L", (120, 120), 255)
+    ImageDraw.Draw(img).line([(30, 20), (90, 20), (50, 100)], fill=0, width=10)
+    path = tmp_path / "seven.png"
+    img.save(path)
+    assert export.main(["--out", str(tmp_path / "o"), "--digits", str(path), "3", "--figure", "levels"]) == 0
+    assert (tmp_path / "o" / f"digit_{str(path).replace('/', '_')}" / "levels.png").exists()
+    assert (tmp_path / "o" / "digit_3" / "levels.png").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--checkpoint", "nope"], "no checkpoint file or shipped checkpoint named 'nope'"),
+        (["--digits", "100"], "digit index 100 out of range"),
+        (["--digits", "missing.png"], "neither a sample index"),
+    ],
+)
+def test_clear_errors(tmp_path, capsys, args, message):
+    assert export.main(["--out", str(tmp_path), *args]) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_unreadable_image_file(tmp_path, capsys):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    assert export.main(["--out", str(tmp_path), "--digits", str(bad)]) == 1
+    assert "cannot read image" in capsys.readouterr().err

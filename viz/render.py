@@ -1,0 +1,249 @@
+"""Draw :class:`viz.figures.FigureSpec` objects: matplotlib (Agg) for PNG/SVG, Plotly for HTML.
+Neither needs a browser. Files are written atomically (temporary file, then rename)."""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from viz.figures import FigureSpec, Layer, Panel
+
+FORMATS = ("png", "svg", "html")
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _mpl_layer(ax, layer: Layer) -> None:
+    if layer.kind == "points":
+        colors = np.zeros((len(layer.x), 4))
+        colors[:] = _rgba(layer.color)
+        if layer.alphas is not None:
+            colors[:, 3] = layer.alphas
+        ax.scatter(
+            layer.x,
+            layer.y,
+            s=layer.sizes if layer.sizes is not None else 6,
+            c=colors,
+            linewidths=0,
+            label=layer.label,
+            zorder=3,
+        )
+    elif layer.kind == "unit":
+        ax.scatter(
+            layer.x,
+            layer.y,
+            s=90,
+            marker="s",
+            facecolors="none",
+            edgecolors=layer.color,
+            linewidths=2,
+            label=layer.label,
+            zorder=4,
+        )
+    elif layer.kind == "segments":
+        from matplotlib.collections import LineCollection
+
+        segs = np.stack([np.stack([layer.x, layer.y], 1), np.stack([layer.x2, layer.y2], 1)], 1)
+        ax.add_collection(
+            LineCollection(segs, colors=layer.color, linewidths=0.4, alpha=0.6, label=layer.label, zorder=2)
+        )
+    elif layer.kind == "arrows":
+        ax.quiver(
+            layer.x,
+            layer.y,
+            layer.x2,
+            layer.y2,
+            color=layer.color,
+            angles="xy",
+            scale_units="xy",
+            scale=1,
+            width=0.004,
+            label=layer.label,
+        )
+    elif layer.kind == "curve":
+        ax.plot(layer.x, layer.y, marker="o", color=layer.color, label=layer.label)
+    else:
+        raise ValueError(f"unknown layer kind {layer.kind!r}")
+
+
+def _rgba(color: str) -> tuple[float, float, float, float]:
+    from matplotlib.colors import to_rgba
+
+    return to_rgba(color)
+
+
+def _mpl_panel(ax, panel: Panel, legend: bool = True) -> None:
+    if panel.image is not None:
+        ax.imshow(panel.image, cmap="gray", vmin=0, vmax=1, extent=panel.extent, interpolation="nearest")
+    for layer in panel.layers:
+        _mpl_layer(ax, layer)
+    if panel.extent is not None:
+        x0, x1, y0, y1 = panel.extent
+        ax.set_xlim(x0, x1)
+        ax.set_ylim(y0, y1)
+        ax.set_aspect("equal")
+    ax.set_title(panel.title, fontsize=9)
+    ax.set_xlabel(panel.xlabel, fontsize=8)
+    ax.set_ylabel(panel.ylabel, fontsize=8)
+    ax.tick_params(labelsize=7)
+    if legend:
+        ax.legend(loc="upper right", fontsize=6, framealpha=0.7)
+
+
+def render_matplotlib(
+    spec: FigureSpec, path: Path, fmt: str = "png", panel_inches: float = 3.2, dpi: int = 110
+) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(spec.panels)
+    ncols = min(spec.ncols, n)
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(panel_inches * ncols, panel_inches * nrows + 1.0), squeeze=False, layout="constrained"
+    )
+    for i, (ax, panel) in enumerate(zip(axes.flat, spec.panels, strict=False)):
+        # one legend per distinct set of labels keeps panels readable
+        labels = tuple(layer.label for layer in panel.layers)
+        earlier = {tuple(layer.label for layer in p.layers) for p in spec.panels[:i]}
+        _mpl_panel(ax, panel, legend=labels not in earlier)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.suptitle(spec.title, fontsize=12)
+    fig.supxlabel(_wrap(spec.caption, int(15 * panel_inches * ncols)), fontsize=7.5)
+    metadata = {"Software": None} if fmt == "png" else {"Date": None, "Creator": None}
+    _atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi, metadata=metadata))
+    plt.close(fig)
+    return path
+
+
+def _wrap(text: str, width: int) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width=max(40, width)))
+
+
+def plotly_figure(spec: FigureSpec):
+    """A Plotly figure of the spec (also used by the app)."""
+    from plotly.subplots import make_subplots
+
+    n = len(spec.panels)
+    ncols = min(spec.ncols, n)
+    nrows = math.ceil(n / ncols)
+    fig = make_subplots(rows=nrows, cols=ncols, subplot_titles=[p.title for p in spec.panels])
+    shown: set[str] = set()
+    for i, panel in enumerate(spec.panels):
+        r, c = i // ncols + 1, i % ncols + 1
+        add_panel_traces(fig, panel, row=r, col=c, shown=shown)
+    fig.update_layout(title=spec.title, height=330 * nrows + 120, width=330 * ncols + 80, template="plotly_white")
+    fig.add_annotation(
+        text=spec.caption, xref="paper", yref="paper", x=0, y=-0.08, showarrow=False, align="left", font={"size": 10}
+    )
+    return fig
+
+
+def add_panel_traces(
+    fig, panel: Panel, row: int | None = None, col: int | None = None, shown: set[str] | None = None
+) -> None:
+    import plotly.graph_objects as go
+
+    shown = shown if shown is not None else set()
+    kw = {"row": row, "col": col} if row is not None else {}
+    if panel.image is not None:
+        fig.add_trace(
+            go.Heatmap(z=panel.image, colorscale="gray", zmin=0, zmax=1, showscale=False, hoverinfo="skip"), **kw
+        )
+    for layer in panel.layers:
+        legend = layer.label not in shown
+        shown.add(layer.label)
+        common = {"name": layer.label, "showlegend": legend, "legendgroup": layer.label}
+        if layer.kind == "points":
+            marker = {"color": layer.color, "size": (layer.sizes / 4 if layer.sizes is not None else 4)}
+            if layer.alphas is not None:
+                marker["opacity"] = 1.0
+                marker["color"] = (
+                    [f"rgba(228,26,28,{a:.3f})" for a in layer.alphas] if layer.color == "#e41a1c" else layer.color
+                )
+            fig.add_trace(go.Scatter(x=layer.x, y=layer.y, mode="markers", marker=marker, **common), **kw)
+        elif layer.kind == "unit":
+            fig.add_trace(
+                go.Scatter(
+                    x=layer.x,
+                    y=layer.y,
+                    mode="markers",
+                    marker={"symbol": "square-open", "size": 14, "color": layer.color, "line": {"width": 3}},
+                    **common,
+                ),
+                **kw,
+            )
+        elif layer.kind == "segments":
+            xs = np.stack([layer.x, layer.x2, np.full_like(layer.x, np.nan)], 1).flatten()
+            ys = np.stack([layer.y, layer.y2, np.full_like(layer.y, np.nan)], 1).flatten()
+            fig.add_trace(
+                go.Scatter(
+                    x=xs, y=ys, mode="lines", line={"color": layer.color, "width": 0.6}, hoverinfo="skip", **common
+                ),
+                **kw,
+            )
+        elif layer.kind == "arrows":
+            xs = np.stack([layer.x, layer.x + layer.x2, np.full_like(layer.x, np.nan)], 1).flatten()
+            ys = np.stack([layer.y, layer.y + layer.y2, np.full_like(layer.y, np.nan)], 1).flatten()
+            fig.add_trace(
+                go.Scatter(x=xs, y=ys, mode="lines", line={"color": layer.color, "width": 1.2}, **common), **kw
+            )
+            fig.add_trace(
+                go.Scatter(
+                    x=layer.x + layer.x2,
+                    y=layer.y + layer.y2,
+                    mode="markers",
+                    marker={"size": 3, "color": layer.color},
+                    showlegend=False,
+                    hoverinfo="skip",
+                ),
+                **kw,
+            )
+        elif layer.kind == "curve":
+            fig.add_trace(
+                go.Scatter(x=layer.x, y=layer.y, mode="lines+markers", line={"color": layer.color}, **common), **kw
+            )
+    axis_kw = {"title_text": panel.xlabel}
+    fig.update_xaxes(**axis_kw, **kw)
+    if panel.extent is not None:
+        x0, x1, y0, y1 = panel.extent
+        fig.update_xaxes(range=[x0, x1], constrain="domain", **kw)
+        fig.update_yaxes(range=[y0, y1], title_text=panel.ylabel, scaleanchor="x" if row is None else None, **kw)
+    else:
+        fig.update_yaxes(title_text=panel.ylabel, **kw)
+
+
+def render_html(spec: FigureSpec, path: Path) -> Path:
+    fig = plotly_figure(spec)
+    # Plotly's JS is embedded so the file works offline; a fixed div id keeps output deterministic.
+    html = fig.to_html(include_plotlyjs=True, full_html=True, div_id=f"deformscope-{spec.name}")
+    _atomic_write(path, lambda tmp: Path(tmp).write_text(html))
+    return path
+
+
+def render(spec: FigureSpec, out_dir: Path, fmt: str = "png") -> Path:
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    path = Path(out_dir) / f"{spec.name}.{fmt}"
+    if fmt == "html":
+        return render_html(spec, path)
+    return render_matplotlib(spec, path, fmt)
