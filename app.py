@@ -1,6 +1,178 @@
-"""Placeholder: the Streamlit app arrives with its own issue."""
+"""deformscope: draw or upload a digit and watch where the deformable layers look.
+
+streamlit run app.py
+"""
+
+from __future__ import annotations
+
+import time
 
 import streamlit as st
 
-st.title("deformscope")
-st.write("The interactive app is not built yet. See the README for the figures and the models.")
+import viz
+from viz import interactive as ia
+from viz.samples import load_samples
+
+st.set_page_config(page_title="deformscope", layout="wide")
+
+MODEL_PAIRS = {
+    "deform_rts": ("deformable, trained on rotated/translated/scaled digits", "regular_rts"),
+    "deform_plain": ("deformable, trained on plain digits", "regular_plain"),
+    "deform2_plain": ("DCNv2 (modulated), trained on plain digits", "regular_plain"),
+}
+CANVAS_KEY = "canvas"
+
+
+@st.cache_resource(show_spinner="Loading checkpoints...")
+def load_model(name: str):
+    return viz.load(name)
+
+
+@st.cache_resource
+def samples():
+    return load_samples()
+
+
+def read_canvas():
+    """The drawing canvas; returns an image or None. Failure to load the component is reported."""
+    try:
+        from streamlit_drawable_canvas import st_canvas
+    except Exception as exc:  # the component could not be registered
+        st.warning(f"The drawing canvas is unavailable here ({exc}). Upload an image or pick a sample instead.")
+        return None
+    result = st_canvas(
+        stroke_width=22,
+        stroke_color="#FFFFFF",
+        background_color="#000000",
+        height=280,
+        width=280,
+        drawing_mode="freedraw",
+        return_image_data=True,
+        key=CANVAS_KEY,
+    )
+    return ia.canvas_image(result._image_data_url)
+
+
+st.title("deformscope: where does a deformable convolution look?")
+with st.expander("What am I looking at?", expanded=False):
+    st.markdown(
+        "A deformable convolution (Dai et al., *Deformable Convolutional Networks*, ICCV 2017; "
+        "DCNv2 adds a modulation mask) lets each of a 3x3 kernel's 9 taps move by a learned offset. "
+        "These MNIST models end in three stacked 3x3 deformable layers, so one unit of the top layer "
+        "depends on 9 x 9 x 9 = **729 sampling points**. Red dots are those points, back-projected to "
+        "input pixels exactly as the operator sampled them (tested against `torchvision.ops.deform_conv2d`); "
+        "the green square is the unit. Click a unit to move it. The regular twin samples a fixed 7x7 lattice."
+    )
+
+with st.sidebar:
+    st.header("Model")
+    ckpt = st.selectbox("Checkpoint", list(MODEL_PAIRS), format_func=lambda k: f"{k}: {MODEL_PAIRS[k][0]}")
+    st.header("Points")
+    levels = st.slider("Levels (layers back-projected)", 1, 3, 3)
+    method = st.radio(
+        "Reading between units",
+        viz.METHODS,
+        index=1,
+        help="nearest: round (public MXNet-demo style); bilinear: interpolate offsets; exact: expand to the 4 neighbours with weights",
+    )
+    show_regular = st.toggle("Show the regular twin's fixed grid instead", value=False)
+
+try:
+    deform_model = load_model(ckpt)
+    regular_model = load_model(MODEL_PAIRS[ckpt][1])
+except viz.CheckpointError as exc:
+    st.error(f"Could not load the model: {exc}")
+    st.stop()
+
+left, right = st.columns([1, 2])
+image = None
+with left:
+    source = st.radio("Input", ["Sample digit", "Draw", "Upload"], horizontal=True, key="source")
+    if source == "Sample digit":
+        s = samples()
+        idx = st.number_input("Bundled test digit (0-99)", 0, len(s) - 1, 1, key="sample_index")
+        image = s.images[int(idx)]
+        st.caption(f"MNIST test #{int(s.test_indices[int(idx)])}, label {int(s.labels[int(idx)])}")
+    elif source == "Draw":
+        st.caption("Draw a digit (white on black). Use the canvas's trash icon to clear.")
+        raw = read_canvas()
+        if raw is None:
+            st.info("The canvas is empty: draw a digit.")
+        else:
+            try:
+                image = ia.prepare(raw)
+            except ia.InputError as exc:
+                st.warning(str(exc))
+    else:
+        up = st.file_uploader("Image of a digit", type=list(ia.UPLOAD_TYPES), key="upload")
+        if up is not None:
+            try:
+                img, notes = ia.decode_image(up.getvalue(), up.name)
+                for n in notes:
+                    st.caption(n)
+                st.image(img.convert("RGB") if img.mode not in ("L", "RGB") else img, caption="uploaded", width=140)
+                image = ia.prepare(img)
+            except ia.InputError as exc:
+                st.error(str(exc))
+                image = None
+        else:
+            st.info("Upload a PNG, JPEG, BMP, GIF or WebP image of one digit.")
+
+if image is None:
+    with right:
+        st.info("Choose a sample digit, draw one, or upload an image to see where the layers look.")
+    st.stop()
+
+t0 = time.perf_counter()
+key = ia.image_key(image, ckpt)
+cached = st.session_state.get("analysis")
+if cached is None or cached.key != key:
+    cached = ia.analyse(deform_model, regular_model, image, key)
+    st.session_state["analysis"] = cached
+    st.session_state["unit"] = ia.default_unit(cached)
+analysis = cached
+
+with left:
+    st.image(image[0].numpy(), caption="model input (28x28, MNIST format)", width=140, clamp=True)
+    p_d, p_r = analysis.deform.probabilities[0], analysis.regular.probabilities[0]
+    c1, c2 = st.columns(2)
+    c1.metric("Deformable predicts", int(p_d.argmax()), f"{float(p_d.max()):.1%}")
+    c2.metric("Regular twin predicts", int(p_r.argmax()), f"{float(p_r.max()):.1%}")
+    st.plotly_chart(ia.probabilities_figure(analysis), key="probs")
+
+with right:
+    unit = st.session_state.get("unit", ia.default_unit(analysis))
+    tab_points, tab_offsets, tab_density, tab_dilation = st.tabs(
+        ["Sampling points", "Offset field", "Sampling density", "Effective dilation"]
+    )
+    with tab_points:
+        fig = ia.points_figure(analysis, unit, levels, method, show_regular)
+        event = st.plotly_chart(fig, key="points_chart", on_select="rerun", selection_mode="points")
+        clicked = ia.unit_from_selection(event)
+        if clicked is not None and clicked != unit:
+            st.session_state["unit"] = clicked
+            st.rerun()
+        c1, c2 = st.columns(2)
+        row = c1.slider("Unit row", 0, 13, unit[0])
+        col = c2.slider("Unit column", 0, 13, unit[1])
+        if (row, col) != unit:
+            st.session_state["unit"] = (row, col)
+            st.rerun()
+        st.caption(f"Unit {unit}: {9**levels} sampling points at level {levels} ({method} method).")
+    with tab_offsets:
+        st.plotly_chart(ia.offsets_figure(deform_model, analysis), key="offsets")
+    with tab_density:
+        units = st.radio("Units", ["all", "digit"], horizontal=True, key="density_units")
+        st.plotly_chart(ia.density_figure(analysis, units, method), key="density")
+    with tab_dilation:
+        fig_d, stats = ia.dilation_view(analysis)
+        c1, c2 = st.columns(2)
+        c1.metric("Deformable, on the digit", f"{stats['deformable']['digit']:.2f} px")
+        c2.metric("Deformable, on the background", f"{stats['deformable']['background']:.2f} px")
+        st.caption(
+            f"Regular twin: {stats['regular']['all']:.2f} px everywhere. Effective dilation = mean distance between adjacent taps' samples (Dai et al. 2017)."
+        )
+        st.plotly_chart(fig_d, key="dilation")
+    st.caption(
+        f"Server time for this update: {1e3 * (time.perf_counter() - t0):.0f} ms (capture {1e3 * analysis.seconds:.0f} ms when the digit changed)."
+    )
