@@ -53,6 +53,12 @@ def read_canvas():
     return ia.canvas_image(result._image_data_url)
 
 
+def set_unit(unit: tuple[int, int]) -> None:
+    """The selected top-layer unit; the sliders' keyed state follows it."""
+    st.session_state["unit"] = unit
+    st.session_state["unit_row"], st.session_state["unit_col"] = unit
+
+
 st.title("deformscope: where does a deformable convolution look?")
 with st.expander("What am I looking at?", expanded=False):
     st.markdown(
@@ -129,7 +135,7 @@ cached = st.session_state.get("analysis")
 if cached is None or cached.key != key:
     cached = ia.analyse(deform_model, regular_model, image, key)
     st.session_state["analysis"] = cached
-    st.session_state["unit"] = ia.default_unit(cached)
+    set_unit(ia.default_unit(cached))
 analysis = cached
 
 with left:
@@ -149,12 +155,15 @@ with right:
         fig = ia.points_figure(analysis, unit, levels, method, show_regular)
         event = st.plotly_chart(fig, key="points_chart", on_select="rerun", selection_mode="points")
         clicked = ia.unit_from_selection(event)
-        if clicked is not None and clicked != unit:
-            st.session_state["unit"] = clicked
-            st.rerun()
+        # The chart keeps its selection across reruns: act on each click once.
+        if clicked is not None and clicked != st.session_state.get("last_click"):
+            st.session_state["last_click"] = clicked
+            if clicked != unit:
+                set_unit(clicked)
+                st.rerun()
         c1, c2 = st.columns(2)
-        row = c1.slider("Unit row", 0, 13, unit[0])
-        col = c2.slider("Unit column", 0, 13, unit[1])
+        row = c1.slider("Unit row", 0, 13, key="unit_row")
+        col = c2.slider("Unit column", 0, 13, key="unit_col")
         if (row, col) != unit:
             st.session_state["unit"] = (row, col)
             st.rerun()

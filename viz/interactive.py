@@ -204,18 +204,24 @@ def points_figure(a: Analysis, unit: tuple[int, int], levels: int, method: str, 
 
 
 def unit_from_selection(event: Any) -> tuple[int, int] | None:
-    """The clicked unit from ``st.plotly_chart(..., on_select="rerun")``'s return value."""
+    """The clicked unit from ``st.plotly_chart(..., on_select="rerun")``'s return value.
+
+    Streamlit passes each point's ``customdata`` as a list or as a mapping keyed by position
+    (``{"0": row, "1": col}``); both are accepted. Anything else gives None, never an error.
+    """
     try:
         points = event["selection"]["points"]
     except (KeyError, TypeError):
-        try:
-            points = event.selection.points
-        except AttributeError:
-            return None
+        points = getattr(getattr(event, "selection", None), "points", None)
     for p in points or []:
         cd = p.get("customdata") if isinstance(p, dict) else None
-        if cd is not None and len(cd) == 2:
-            return int(cd[0]), int(cd[1])
+        if isinstance(cd, dict):
+            cd = [v for _, v in sorted(cd.items(), key=lambda kv: int(kv[0]))]
+        if isinstance(cd, list | tuple) and len(cd) == 2:
+            try:
+                return int(cd[0]), int(cd[1])
+            except (TypeError, ValueError):
+                continue
     return None
 
 

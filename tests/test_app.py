@@ -1,0 +1,148 @@
+"""The Streamlit page through AppTest: bundled digits, clicks via sliders, bad inputs."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pytest
+import streamlit as st
+from PIL import Image, ImageDraw
+from streamlit.testing.v1 import AppTest
+
+import viz
+from tests.conftest import REPO
+
+APP = str(REPO / "app.py")
+
+
+def _run() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def _metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def _png(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def _seven(mode: str = "L", size: int = 160) -> Image.Image:
+    img = Image.new("L", (size, size), 255)
+    ImageDraw.Draw(img).line([(30, 25), (120, 25), (60, 140)], fill=0, width=14)
+    return img.convert(mode) if mode != "L" else img
+
+
+def test_bundled_digit_shows_prediction_and_points():
+    at = _run()
+    assert _metric(at, "Deformable predicts") == "2"  # sample 1 is a 2
+    assert _metric(at, "Regular twin predicts") == "2"
+    assert any("729 sampling points at level 3" in c.value for c in at.caption)
+    assert any("Server time for this update" in c.value for c in at.caption)
+    at.number_input(key="sample_index").set_value(0).run()  # sample 0 is a 7
+    assert not at.exception and _metric(at, "Deformable predicts") == "7"
+
+
+def test_unit_sliders_and_levels_move_the_points():
+    at = _run()
+    at.slider(key="unit_row").set_value(3).run()
+    assert any("Unit (3," in c.value for c in at.caption)
+    at.sidebar.slider[0].set_value(2).run()
+    assert any("81 sampling points at level 2" in c.value for c in at.caption)
+    for method in viz.METHODS:
+        at.sidebar.radio[0].set_value(method).run()
+        assert not at.exception
+    at.sidebar.toggle[0].set_value(True).run()
+    assert not at.exception
+
+
+@pytest.mark.parametrize("ckpt", ["deform_plain", "deform2_plain"])
+def test_every_checkpoint_pair(ckpt):
+    at = _run()
+    at.sidebar.selectbox[0].set_value(ckpt).run()
+    assert not at.exception and _metric(at, "Deformable predicts") == "2"
+
+
+def _upload(data: bytes, name: str, mime: str = "image/png") -> AppTest:
+    at = _run()
+    at.radio(key="source").set_value("Upload").run()
+    at.file_uploader(key="upload").set_value((name, data, mime)).run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def test_good_uploads_of_every_kind():
+    frames = [_seven(), Image.new("L", (160, 160), 0)]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:])
+    rgba = Image.new("RGBA", (160, 160), (0, 0, 0, 0))
+    ImageDraw.Draw(rgba).line([(30, 25), (120, 25), (60, 140)], fill=(0, 0, 0, 255), width=14)
+    cases = {
+        "seven.png": (_png(_seven()), None),
+        "seven.jpg": (_png(_seven("RGB"), "JPEG"), None),
+        "seven.bmp": (_png(_seven(), "BMP"), None),
+        "seven.webp": (_png(_seven("RGB"), "WEBP"), None),
+        "anim.gif": (buf.getvalue(), "animated"),
+        "cmyk.jpg": (_png(_seven("CMYK"), "JPEG"), "CMYK"),
+        "clear.png": (_png(rgba), "Transparent"),
+        "deep.png": (_png(Image.fromarray(np.asarray(_seven(), dtype=np.uint16) * 257)), "16-bit"),
+    }
+    for name, (data, note) in cases.items():
+        at = _upload(data, name)
+        assert _metric(at, "Deformable predicts") == "7", name
+        if note:
+            assert any(note in c.value for c in at.caption), name
+
+
+@pytest.mark.parametrize(
+    "name, data, message",
+    [
+        ("notes.png", b"this is not an image", "not an image file"),
+        ("cut.png", _png(_seven())[:300], "truncated or corrupt"),
+        ("blank.png", _png(Image.new("L", (100, 100), 255)), "empty"),
+        ("bomb.png", _png(Image.new("1", (8000, 8000))), "megapixels are refused"),
+    ],
+)
+def test_bad_uploads_give_a_message_not_a_traceback(name, data, message):
+    at = _upload(data, name)
+    shown = [e.value for e in at.error] + [w.value for w in at.warning]
+    assert any(message in m for m in shown), shown
+    assert not at.metric  # nothing analysed; the page stays usable
+    at.radio(key="source").set_value("Sample digit").run()
+    assert not at.exception and _metric(at, "Deformable predicts") == "2"
+
+
+def test_canvas_empty_then_drawn():
+    at = _run()
+    at.radio(key="source").set_value("Draw").run()
+    assert any("canvas is empty" in i.value for i in at.info)
+    rgba = Image.new("RGBA", (280, 280), (0, 0, 0, 255))
+    ImageDraw.Draw(rgba).line([(60, 50), (200, 50), (110, 240)], fill=(255, 255, 255, 255), width=22)
+    url = "data:image/png;base64," + base64.b64encode(_png(rgba)).decode()
+    at.session_state["canvas"] = {
+        "drawing": {"raw": {"objects": [{"type": "path"}]}, "data": url},
+        "backgroundFit": None,
+    }
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert _metric(at, "Deformable predicts") == "7"
+
+
+def test_missing_and_corrupt_checkpoints(tmp_path, monkeypatch):
+    st.cache_resource.clear()
+    monkeypatch.setattr(viz, "CHECKPOINT_DIR", tmp_path)
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    assert not at.exception
+    assert any("Could not load the model" in e.value and "deform_rts" in e.value for e in at.error)
+    (tmp_path / "deform_rts.pt").write_bytes(b"garbage")
+    st.cache_resource.clear()
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    assert not at.exception
+    assert any("truncated, corrupt" in e.value for e in at.error)
+    st.cache_resource.clear()

@@ -1,0 +1,141 @@
+"""One end-to-end run in a real browser: streamlit run app.py, driven by playwright + Debian's
+chromium. Saves a screenshot to test-artifacts/app_e2e.png."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.e2e
+CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
+ARTIFACTS = REPO / "test-artifacts"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"no chromium at {CHROMIUM} (apt-get install chromium; .ci/run does this)")
+    port = _free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(REPO / "app.py"),
+        "--server.headless",
+        "true",
+        "--server.port",
+        str(port),
+        "--server.address",
+        "127.0.0.1",
+        "--browser.gatherUsageStats",
+        "false",
+    ]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read() == b"ok":
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("streamlit did not start within 60 s")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _unit_box_centre(page, chart, x: float, y: float) -> tuple[float, float]:
+    """Page coordinates of data point (x, y) in a Plotly chart."""
+    return chart.evaluate(
+        """(gd, xy) => {
+            const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+            const r = gd.getBoundingClientRect();
+            return [r.left + xa._offset + xa.l2p(xy[0]), r.top + ya._offset + ya.l2p(xy[1])];
+        }""",
+        [x, y],
+    )
+
+
+def test_page_sample_click_and_draw(server):
+    from playwright.sync_api import expect, sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    expect.set_options(timeout=30_000)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        page = browser.new_page(viewport={"width": 1500, "height": 1200})
+        page.set_default_timeout(60_000)
+        page.goto(server)
+        expect(page.get_by_text("Deformable predicts")).to_be_visible()
+
+        # A bundled digit: sample 0 is a 7.
+        number = page.get_by_label("Bundled test digit (0-99)")
+        number.fill("0")
+        number.press("Enter")
+        expect(page.get_by_text("MNIST test #0, label 7")).to_be_visible()
+        metric = page.locator('[data-testid="stMetric"]').filter(has_text="Deformable predicts")
+        expect(metric).to_contain_text("7")
+
+        # The overlay: a Plotly chart with the unit scatter and 729 points.
+        charts = page.locator(".st-key-points_chart .js-plotly-plot")
+        expect(charts).to_have_count(1)  # a rerun briefly shows the old and the new chart
+        chart = charts.first
+        expect(chart).to_be_visible()
+        expect(chart).to_contain_text("729 sampling points (level 3)")
+
+        # Click the unit at row 3, column 10: pixel (x, y) = (2*10 + 0.5, 2*3 + 0.5).
+        expect(charts).to_have_count(1)
+        x, y = _unit_box_centre(page, chart, 20.5, 6.5)
+        page.mouse.click(x, y)
+        expect(page.get_by_text("Unit (3, 10): 729 sampling points")).to_be_visible()
+        expect(page.locator('[data-testid="stException"]')).to_have_count(0)
+        page.screenshot(path=str(ARTIFACTS / "app_e2e.png"), full_page=True)
+
+        # Draw: the empty canvas has no prediction; a stroke gives one.
+        page.get_by_text("Draw", exact=True).click()
+        expect(page.get_by_text("The canvas is empty: draw a digit.")).to_be_visible()
+        canvas = page.locator("canvas.upper-canvas").first
+        expect(canvas).to_be_visible()
+        box = canvas.bounding_box()
+        page.mouse.move(box["x"] + 60, box["y"] + 50)
+        page.mouse.down()
+        for px, py in [(130, 50), (200, 50), (170, 120), (140, 180), (110, 240)]:
+            page.mouse.move(box["x"] + px, box["y"] + py, steps=8)
+        page.mouse.up()
+        expect(metric).to_be_visible()
+        expect(chart).to_contain_text("sampling points (level 3)")
+        expect(page.locator('[data-testid="stException"]')).to_have_count(0)
+        page.screenshot(path=str(ARTIFACTS / "app_e2e_drawn.png"), full_page=True)
+        browser.close()
