@@ -29,6 +29,13 @@ class CheckpointError(RuntimeError):
     """A checkpoint could not be loaded; the message says why in plain words."""
 
 
+def default_file_mode() -> int:
+    """The mode ``open()`` would give a new file under the current umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def save_checkpoint(model: MnistNet, path: str | Path, config: dict[str, Any], meta: dict[str, Any]) -> None:
     """Write a checkpoint atomically (temporary file in the same folder, then rename)."""
     path = Path(path)
@@ -44,6 +51,7 @@ def save_checkpoint(model: MnistNet, path: str | Path, config: dict[str, Any], m
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)
+        os.chmod(tmp, default_file_mode())  # mkstemp makes private files; use the usual mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import stat
+
 import pytest
 import torch
 
 from models import CheckpointError, build_model, load_checkpoint, save_checkpoint
-from models.checkpoint import FORMAT, VERSION
+from models.checkpoint import FORMAT, VERSION, default_file_mode
 
 
 class Payload:
@@ -40,6 +42,7 @@ def test_round_trip(ckpt):
     model.eval()
     assert torch.equal(loaded(x), model(x))
     assert not list(path.parent.glob("*.tmp")), "atomic save leaves no temporary file"
+    assert stat.S_IMODE(path.stat().st_mode) == default_file_mode(), "same mode as a plain open() would give"
 
 
 def test_missing_file(tmp_path):

@@ -33,11 +33,11 @@ def test_deterministic(tmp_path):
         assert hashlib.sha256((a / name).read_bytes()).digest() == hashlib.sha256((b / name).read_bytes()).digest()
 
 
-@pytest.mark.parametrize("fmt, magic", [("svg", b"<?xml"), ("html", b"<html")])
+@pytest.mark.parametrize("fmt, magic", [("svg", b"<svg"), ("html", b"<html")])
 def test_svg_and_html(tmp_path, fmt, magic):
     assert export.main(["--out", str(tmp_path), "--format", fmt, "--figure", "receptive_field"]) == 0
     data = (tmp_path / f"receptive_field.{fmt}").read_bytes()
-    assert data.lstrip()[:5] == magic[:5]
+    assert magic in data[:200].lower()
     if fmt == "html":
         assert b"plotly" in data.lower() and b"Where three stacked 3x3 layers sample" in data
 

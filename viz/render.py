@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from models.checkpoint import default_file_mode
 from viz.figures import FigureSpec, Layer, Panel
 
 FORMATS = ("png", "svg", "html")
@@ -21,6 +22,7 @@ def _atomic_write(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
