@@ -76,6 +76,12 @@ def test_single_layer_points_reproduce_the_operator_output():
         value = (vals * pts.weight * kernel.view(9)).sum()
         assert float(value) == pytest.approx(float(reference[0, 0, unit[0], unit[1]]), abs=1e-5)
     assert outside > 0, "the random offsets should push some samples off the map"
+    # viz.layer_points: every unit at once, in input-map coordinates; the same truth holds.
+    ly, lx, lw = viz.layer_points(cap)
+    assert ly.shape == lx.shape == lw.shape == (1, 9, h, w)
+    grid = torch.stack(((2 * lx[0] + 1) / w - 1, (2 * ly[0] + 1) / h - 1), dim=-1)  # (9, H, W, 2)
+    vals = F.grid_sample(x.expand(9, -1, -1, -1), grid, align_corners=False)[:, 0]  # (9, H, W)
+    assert torch.allclose((vals * lw[0] * kernel.view(9, 1, 1)).sum(0), reference[0, 0], atol=1e-5)
 
 
 def test_three_levels_constant_integer_offsets_by_hand():

@@ -44,7 +44,9 @@ def test_receptive_field_draws_729_backprojected_points_per_unit(models, digit):
     final = pts.where(level=3)
     first = spec.panels[0].layers[0]
     # (the figure captures a batch of 3, this a batch of 1: equal up to float rounding)
-    assert np.allclose(first.x, pts.x[final].numpy(), atol=1e-4) and np.allclose(first.y, pts.y[final].numpy(), atol=1e-4)
+    assert np.allclose(first.x, pts.x[final].numpy(), atol=1e-4) and np.allclose(
+        first.y, pts.y[final].numpy(), atol=1e-4
+    )
     assert np.allclose(spec.panels[0].layers[1].x, pts.units_xy[:, 0].numpy())
     assert not viz.on_digit_units(cap)[unit]
     # The regular row is the fixed lattice: 49 distinct positions, spacing 2 px.

@@ -16,7 +16,7 @@ from viz.backproject import Points, backproject, regular_grid
 from viz.capture import Capture, LayerCapture, capture
 from viz.geometry import METHODS
 from viz.preprocess import PreprocessError, preprocess
-from viz.stats import dilation_summary, effective_dilation, on_digit_units, sampling_density
+from viz.stats import dilation_summary, effective_dilation, layer_points, on_digit_units, sampling_density
 
 CHECKPOINT_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
 
@@ -49,6 +49,7 @@ __all__ = [
     "capture",
     "dilation_summary",
     "effective_dilation",
+    "layer_points",
     "load",
     "on_digit_units",
     "preprocess",

@@ -41,6 +41,22 @@ def on_digit_units(cap: Capture, image: int = 0, layer: int = -1, threshold: flo
     return (vals[:, 0] > threshold).view(y.shape)
 
 
+def layer_points(cap: Capture, layer: int = -1, image: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+    """Single layer: the sampling locations ``p = p0 + p_n + dp_n`` of every output unit.
+
+    Returns:
+        ``(y, x, weight)``, each ``(G, K, Ho, Wo)``, in the layer's *input-map* coordinates
+        (row, column; unit centres at integers); ``weight`` is the DCNv2 mask (1 for DCNv1 and
+        regular convs). Tap ``k = i * kw + j``.
+    """
+    lc = _layer(cap, layer)
+    off = lc.offsets_yx[image : image + 1]  # (1, G, K, 2, Ho, Wo)
+    g, k, (ho, wo) = off.shape[1], lc.taps, lc.out_size
+    y, x = sampling_positions(off.reshape(1, g * 2 * k, ho, wo), lc.kernel_size, lc.stride, lc.padding, lc.dilation)
+    weight = lc.mask[image] if lc.mask is not None else torch.ones_like(y[0])
+    return y[0], x[0], weight
+
+
 def effective_dilation(cap: Capture, layer: int = -1, image: int = 0, group: int = 0) -> Tensor:
     """The paper's effective dilation of every output unit of a layer, in image pixels.
 
