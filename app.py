@@ -53,6 +53,18 @@ def read_canvas():
     return ia.canvas_image(result._image_data_url)
 
 
+def memo(name: str, params: tuple, build):
+    """Rebuild a figure only when its digit or its own settings changed (e.g. clicking a unit
+    leaves the density, offset and dilation views untouched)."""
+    store = st.session_state.setdefault("figure_cache", {})
+    key = (st.session_state["analysis"].key, name, params)
+    if key not in store:
+        if len(store) > 64:
+            store.clear()
+        store[key] = build()
+    return store[key]
+
+
 def set_unit(unit: tuple[int, int]) -> None:
     """The selected top-layer unit; the sliders' keyed state follows it."""
     st.session_state["unit"] = unit
@@ -144,7 +156,7 @@ with left:
     c1, c2 = st.columns(2)
     c1.metric("Deformable predicts", int(p_d.argmax()), f"{float(p_d.max()):.1%}")
     c2.metric("Regular twin predicts", int(p_r.argmax()), f"{float(p_r.max()):.1%}")
-    st.plotly_chart(ia.probabilities_figure(analysis), key="probs")
+    st.plotly_chart(memo("probs", (), lambda: ia.probabilities_figure(analysis)), key="probs")
 
 with right:
     unit = st.session_state.get("unit", ia.default_unit(analysis))
@@ -152,7 +164,11 @@ with right:
         ["Sampling points", "Offset field", "Sampling density", "Effective dilation"]
     )
     with tab_points:
-        fig = ia.points_figure(analysis, unit, levels, method, show_regular)
+        fig = memo(
+            "points",
+            (unit, levels, method, show_regular),
+            lambda: ia.points_figure(analysis, unit, levels, method, show_regular),
+        )
         event = st.plotly_chart(fig, key="points_chart", on_select="rerun", selection_mode="points")
         clicked = ia.unit_from_selection(event)
         # The chart keeps its selection across reruns: act on each click once.
@@ -169,12 +185,14 @@ with right:
             st.rerun()
         st.caption(f"Unit {unit}: {9**levels} sampling points at level {levels} ({method} method).")
     with tab_offsets:
-        st.plotly_chart(ia.offsets_figure(deform_model, analysis), key="offsets")
+        st.plotly_chart(memo("offsets", (), lambda: ia.offsets_figure(deform_model, analysis)), key="offsets")
     with tab_density:
         units = st.radio("Units", ["all", "digit"], horizontal=True, key="density_units")
-        st.plotly_chart(ia.density_figure(analysis, units, method), key="density")
+        st.plotly_chart(
+            memo("density", (units, method), lambda: ia.density_figure(analysis, units, method)), key="density"
+        )
     with tab_dilation:
-        fig_d, stats = ia.dilation_view(analysis)
+        fig_d, stats = memo("dilation", (), lambda: ia.dilation_view(analysis))
         c1, c2 = st.columns(2)
         c1.metric("Deformable, on the digit", f"{stats['deformable']['digit']:.2f} px")
         c2.metric("Deformable, on the background", f"{stats['deformable']['background']:.2f} px")
