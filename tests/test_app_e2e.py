@@ -78,6 +78,35 @@ def _unit_box_centre(page, chart, x: float, y: float) -> tuple[float, float]:
     )
 
 
+def _wait_idle(page) -> None:
+    """Wait until no script run is in flight, so a click lands on the final chart."""
+    from playwright.sync_api import expect
+
+    expect(page.locator('[data-testid="stStatusWidgetRunningIcon"]')).to_have_count(0)
+    expect(page.locator('[data-testid="stStatusWidgetRunningManIcon"]')).to_have_count(0)
+
+
+def _click_unit(page, charts, x: float, y: float, shown: str, attempts: int = 4) -> None:
+    """Click data point (x, y) of the single chart in ``charts`` until ``shown`` appears.
+
+    A slow machine can still be re-laying out the page (the probability chart renders late),
+    so a click that is lost is retried a bounded number of times; a click that never selects
+    the unit still fails the test."""
+    from playwright.sync_api import expect
+
+    for attempt in range(attempts):
+        _wait_idle(page)
+        expect(charts).to_have_count(1)
+        px, py = _unit_box_centre(page, charts.first, x, y)
+        page.mouse.click(px, py)
+        try:
+            expect(page.get_by_text(shown)).to_be_visible(timeout=10_000)
+            return
+        except AssertionError:
+            if attempt == attempts - 1:
+                raise
+
+
 def test_page_sample_click_and_draw(server):
     from playwright.sync_api import expect, sync_playwright
 
@@ -116,10 +145,7 @@ def test_page_sample_click_and_draw(server):
         expect(chart).to_contain_text("729 sampling points (level 3)")
 
         # Click the unit at row 3, column 10: pixel (x, y) = (2*10 + 0.5, 2*3 + 0.5).
-        expect(charts).to_have_count(1)
-        x, y = _unit_box_centre(page, chart, 20.5, 6.5)
-        page.mouse.click(x, y)
-        expect(page.get_by_text("Unit (3, 10): 729 sampling points")).to_be_visible()
+        _click_unit(page, charts, 20.5, 6.5, "Unit (3, 10): 729 sampling points")
         expect(page.locator('[data-testid="stException"]')).to_have_count(0)
         page.screenshot(path=str(ARTIFACTS / "app_e2e.png"), full_page=True)
 
