@@ -46,17 +46,46 @@ MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
 
 @dataclass(frozen=True)
-class SamplingLayer:
-    """One stacked 3x3 layer of a model, as ``viz`` needs to know it (see module docstring)."""
+class LayerGeometry:
+    """A stacked layer's conv geometry and where its input map lies on the image.
+
+    Input-map unit ``(i, j)`` is centred on image pixel
+    ``(pixel_stride[0] * i + pixel_offset[0], pixel_stride[1] * j + pixel_offset[1])`` as ``(y, x)``.
+    """
 
     name: str
-    module: nn.Module
     kernel_size: tuple[int, int]
     stride: tuple[int, int]
     padding: tuple[int, int]
     dilation: tuple[int, int]
     pixel_stride: tuple[float, float]
     pixel_offset: tuple[float, float]
+
+    @property
+    def taps(self) -> int:
+        return self.kernel_size[0] * self.kernel_size[1]
+
+    @property
+    def out_pixel_stride(self) -> tuple[float, float]:
+        """Pixel spacing of the output map's units."""
+        return (self.pixel_stride[0] * self.stride[0], self.pixel_stride[1] * self.stride[1])
+
+    @property
+    def out_pixel_offset(self) -> tuple[float, float]:
+        """Pixel position of output unit (0, 0): where the centre tap of a regular grid looks."""
+        return tuple(  # type: ignore[return-value]
+            self.pixel_offset[a]
+            + self.pixel_stride[a] * (-self.padding[a] + self.dilation[a] * (self.kernel_size[a] - 1) / 2)
+            for a in (0, 1)
+        )
+
+
+@dataclass(frozen=True)
+class SamplingLayer(LayerGeometry):
+    """One stacked 3x3 layer of a model, as ``viz`` needs to know it (see module docstring):
+    its geometry plus the module to hook."""
+
+    module: nn.Module
 
     @property
     def deformable(self) -> bool:

@@ -26,7 +26,7 @@ A sample usually lands between units. ``method`` says how the level below is rea
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -269,16 +269,14 @@ def regular_grid(
     grid of a regular conv with the same geometry, for comparison."""
     src = layers.layers if isinstance(layers, Capture) else layers
     zeroed = [
-        LayerCapture(
-            **{
-                **{f: getattr(lc, f) for f in LayerCapture.__dataclass_fields__},
-                "offsets_yx": torch.zeros_like(lc.offsets_yx[:1, :1]),
-                "mask": None,
-                "deformable": False,
-                "modulated": False,
-                "inputs": None,
-                "outputs": None,
-            }
+        replace(
+            lc,
+            offsets_yx=torch.zeros_like(lc.offsets_yx[:1, :1]),
+            mask=None,
+            deformable=False,
+            modulated=False,
+            inputs=None,
+            outputs=None,
         )
         for lc in src
     ]

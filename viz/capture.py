@@ -14,11 +14,13 @@ import torch
 from torch import Tensor, nn
 
 from models.deform_conv import DeformConv2d, output_size
+from models.nets import LayerGeometry
 
 
-@dataclass
-class LayerCapture:
-    """What one stacked layer did on a batch.
+@dataclass(frozen=True)
+class LayerCapture(LayerGeometry):
+    """What one stacked layer did on a batch, with the layer's geometry (name, kernel, stride,
+    padding, dilation, pixel_stride, pixel_offset; see :class:`models.nets.LayerGeometry`).
 
     Attributes:
         offsets_yx: ``(N, G, K, 2, Ho, Wo)``; ``[:, g, k, 0]`` is the row (y) shift of tap
@@ -26,20 +28,10 @@ class LayerCapture:
             layer's input map. Zero for a regular conv.
         mask: ``(N, G, K, Ho, Wo)`` DCNv2 modulation, or None (meaning 1 everywhere).
         in_size, out_size: spatial sizes ``(H, W)`` of the layer's input and output maps.
-        pixel_stride, pixel_offset: input-map unit ``(i, j)`` is centred on image pixel
-            ``(pixel_stride[0] * i + pixel_offset[0], pixel_stride[1] * j + pixel_offset[1])``
-            as ``(y, x)``.
         inputs, outputs: the layer's input and output feature maps when captured with
             ``keep_features=True``, else None.
     """
 
-    name: str
-    kernel_size: tuple[int, int]
-    stride: tuple[int, int]
-    padding: tuple[int, int]
-    dilation: tuple[int, int]
-    pixel_stride: tuple[float, float]
-    pixel_offset: tuple[float, float]
     in_size: tuple[int, int]
     out_size: tuple[int, int]
     offsets_yx: Tensor
@@ -48,24 +40,6 @@ class LayerCapture:
     modulated: bool
     inputs: Tensor | None = None
     outputs: Tensor | None = None
-
-    @property
-    def taps(self) -> int:
-        return self.kernel_size[0] * self.kernel_size[1]
-
-    @property
-    def out_pixel_stride(self) -> tuple[float, float]:
-        """Pixel spacing of the output map's units."""
-        return (self.pixel_stride[0] * self.stride[0], self.pixel_stride[1] * self.stride[1])
-
-    @property
-    def out_pixel_offset(self) -> tuple[float, float]:
-        """Pixel position of output unit (0, 0): where the centre tap of a regular grid looks."""
-        return tuple(  # type: ignore[return-value]
-            self.pixel_offset[a]
-            + self.pixel_stride[a] * (-self.padding[a] + self.dilation[a] * (self.kernel_size[a] - 1) / 2)
-            for a in (0, 1)
-        )
 
 
 @dataclass
@@ -154,7 +128,7 @@ def capture(model: nn.Module, images: Tensor, keep_features: bool = False) -> Ca
             raise RuntimeError(f"sampling layer {layer.name!r} did not run in the forward pass")
         n, _, h, w = rec["in"].shape
         ho, wo = output_size((h, w), layer.kernel_size, layer.stride, layer.padding, layer.dilation)
-        k = layer.kernel_size[0] * layer.kernel_size[1]
+        k = layer.taps
         if "offset" in rec:
             offsets = rec["offset"]
             offsets_yx = offsets.view(n, offsets.shape[1] // (2 * k), k, 2, ho, wo)

@@ -198,7 +198,7 @@ def offset_field_figure(model: nn.Module, digit: Tensor) -> FigureSpec:
     cap = capture(model, digit)
     panels = []
     for li, lc in enumerate(cap.layers):
-        uy, ux = _layer_unit_pixels(lc)
+        uy, ux = unit_pixels(cap, li)
         off = lc.offsets_yx[0, 0].mean(dim=0)  # (2, Ho, Wo): mean over taps
         dy, dx = off[0] * lc.pixel_stride[0], off[1] * lc.pixel_stride[1]
         mag = float(torch.hypot(dx, dy).mean())
@@ -221,14 +221,6 @@ def offset_field_figure(model: nn.Module, digit: Tensor) -> FigureSpec:
         panels,
         ncols=len(panels),
     )
-
-
-def _layer_unit_pixels(lc) -> tuple[Tensor, Tensor]:
-    from viz.geometry import to_pixels
-
-    ho, wo = lc.out_size
-    yy, xx = torch.meshgrid(torch.arange(ho, dtype=torch.float32), torch.arange(wo, dtype=torch.float32), indexing="ij")
-    return to_pixels(yy, xx, lc.out_pixel_stride, lc.out_pixel_offset)
 
 
 def adaptation_figure(
