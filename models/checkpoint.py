@@ -36,7 +36,7 @@ def default_file_mode() -> int:
     return 0o666 & ~umask
 
 
-def save_checkpoint(model: MnistNet, path: str | Path, config: dict[str, Any], meta: dict[str, Any]) -> None:
+def save_checkpoint(model: nn.Module, path: str | Path, config: dict[str, Any], meta: dict[str, Any]) -> None:
     """Write a checkpoint atomically (temporary file in the same folder, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -97,21 +97,26 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return payload
 
 
-def model_from_config(config: dict[str, Any]) -> MnistNet:
+def _families() -> dict[str, type[nn.Module]]:
+    """Model family name (``config["family"]``) -> class with ``from_config``. Checkpoints written
+    before families existed are digit classifiers."""
+    from models.scene_nets import SceneNet
+
+    return {MnistNet.family: MnistNet, SceneNet.family: SceneNet}
+
+
+def model_from_config(config: dict[str, Any]) -> nn.Module:
     """Build an untrained model from a checkpoint's ``config``."""
+    families = _families()
+    family = config.get("family", MnistNet.family)
+    if family not in families:
+        raise CheckpointError(f"unknown model family {family!r} in checkpoint; this code knows {tuple(families)}")
     arch = config.get("arch")
     if arch not in ARCHS:
         raise CheckpointError(f"unknown architecture {arch!r} in checkpoint; this code knows {ARCHS}")
     try:
-        return MnistNet(
-            arch,
-            widths=tuple(config.get("widths", (32, 64, 64, 128))),  # type: ignore[arg-type]
-            in_channels=int(config.get("in_channels", 1)),
-            num_classes=int(config.get("num_classes", 10)),
-            mean=float(config.get("mean", 0.1307)),
-            std=float(config.get("std", 0.3081)),
-        )
-    except (TypeError, ValueError) as exc:
+        return families[family].from_config(config)  # type: ignore[attr-defined]
+    except (TypeError, ValueError, KeyError) as exc:
         raise CheckpointError(f"checkpoint config cannot build a model: {exc}") from None
 
 

@@ -33,63 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-IntPair = int | tuple[int, int]
-
-
-def _pair(v: IntPair) -> tuple[int, int]:
-    if isinstance(v, int):
-        return (v, v)
-    a, b = v
-    return (int(a), int(b))
-
-
-def output_size(
-    in_size: tuple[int, int],
-    kernel_size: IntPair,
-    stride: IntPair = 1,
-    padding: IntPair = 0,
-    dilation: IntPair = 1,
-) -> tuple[int, int]:
-    """Spatial output size ``(Ho, Wo)`` of a convolution on an ``(H, W)`` input."""
-    (h, w), (kh, kw) = in_size, _pair(kernel_size)
-    (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
-    ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    wo = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-    return ho, wo
-
-
-def sampling_positions(
-    offset: Tensor,
-    kernel_size: IntPair,
-    stride: IntPair = 1,
-    padding: IntPair = 0,
-    dilation: IntPair = 1,
-) -> tuple[Tensor, Tensor]:
-    """Absolute sampling positions ``p = p0 + p_n + dp_n`` in input coordinates.
-
-    Args:
-        offset: ``(N, 2 * G * kh * kw, Ho, Wo)`` in the layout described in the module docstring.
-
-    Returns:
-        ``(y, x)``, each ``(N, G, kh * kw, Ho, Wo)``: row and column of every sample, pixel
-        centres at integers.
-    """
-    (kh, kw), (sh, sw) = _pair(kernel_size), _pair(stride)
-    (ph, pw), (dh, dw) = _pair(padding), _pair(dilation)
-    n, c, ho, wo = offset.shape
-    k = kh * kw
-    if c % (2 * k):
-        raise ValueError(f"offset has {c} channels, not a multiple of 2*kh*kw = {2 * k}")
-    g = c // (2 * k)
-    off = offset.view(n, g, k, 2, ho, wo)
-    dev, dt = offset.device, offset.dtype
-    tap_y = (torch.arange(kh, device=dev, dtype=dt) * dh).repeat_interleave(kw)
-    tap_x = (torch.arange(kw, device=dev, dtype=dt) * dw).repeat(kh)
-    row0 = torch.arange(ho, device=dev, dtype=dt) * sh - ph
-    col0 = torch.arange(wo, device=dev, dtype=dt) * sw - pw
-    y = (tap_y[:, None, None] + row0[None, :, None]) + off[:, :, :, 0]
-    x = (tap_x[:, None, None] + col0[None, None, :]) + off[:, :, :, 1]
-    return y, x
+from models.geometry import IntPair, output_size, pair, sampling_positions
 
 
 def deform_conv2d(
@@ -187,9 +131,9 @@ class DeformConv2d(nn.Module):
         if in_channels % groups or out_channels % groups or in_channels % offset_groups:
             raise ValueError("channels must be divisible by groups and offset_groups")
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size = _pair(kernel_size)
-        self.stride, self.padding = _pair(stride), _pair(padding)
-        self.dilation = _pair(dilation)
+        self.kernel_size = pair(kernel_size)
+        self.stride, self.padding = pair(stride), pair(padding)
+        self.dilation = pair(dilation)
         self.groups, self.offset_groups, self.modulated = groups, offset_groups, modulated
         kh, kw = self.kernel_size
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, kh, kw))
@@ -231,3 +175,6 @@ class DeformConv2d(nn.Module):
             f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
             f"groups={self.groups}, offset_groups={self.offset_groups}, modulated={self.modulated}"
         )
+
+
+__all__ = ["DeformConv2d", "deform_conv2d", "output_size", "sampling_positions"]

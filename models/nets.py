@@ -13,99 +13,23 @@ The three 3x3 layers form the "top": one top unit depends on 3 levels of 9 sampl
 sampling points, as in the figure of Dai et al. (2017). The regular twin has exactly the same
 parameters apart from the offset (and mask) branches.
 
-The sampling-layer contract
----------------------------
-Every model here (and any model the ``viz`` package should understand) has a method
-``sampling_layers() -> list[SamplingLayer]`` that lists, bottom to top, its stacked 3x3
-layers: the module to hook, its kernel/stride/padding/dilation, and where its *input* feature
-map lies on the image: feature-map unit ``(i, j)`` of the layer's input is centred on input
-pixel ``(y, x) = (pixel_stride[0] * i + pixel_offset[0], pixel_stride[1] * j + pixel_offset[1])``
-(pixel centres at integer coordinates, x = column, y = row). The layers must be directly
-stacked: the output map of layer ``l`` (after only pointwise ops such as BN and ReLU) is the
-input map of layer ``l + 1``. For a deformable layer, ``module`` is a
-:class:`models.deform_conv.DeformConv2d` whose ``offset_conv`` outputs the offsets (and
-``mask_conv``, when modulated, the DCNv2 mask); for a regular layer it is an ``nn.Conv2d``,
-whose offsets are zero by definition. The tensor that feeds a layer is the positional input of
-``module.forward``.
-
-Here the 2x2 max-pool means unit ``i`` of the 14x14 maps covers pixels ``2i`` and ``2i + 1``,
+The sampling-layer contract (``models.contract``)
+-------------------------------------------------
+``sampling_layers()`` lists the three stacked layers bottom to top with their geometry, where
+their input maps lie on the image, and what produces their offsets and masks. Here the 2x2 max-pool means unit ``i`` of the 14x14 maps covers pixels ``2i`` and ``2i + 1``,
 so ``pixel_stride = (2, 2)`` and ``pixel_offset = (0.5, 0.5)``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor, nn
 
+from models.contract import SamplingLayer, describe_layer
 from models.deform_conv import DeformConv2d
 
 ARCHS = ("deform", "deform2", "regular")
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
-
-
-@dataclass(frozen=True)
-class LayerGeometry:
-    """A stacked layer's conv geometry and where its input map lies on the image.
-
-    Input-map unit ``(i, j)`` is centred on image pixel
-    ``(pixel_stride[0] * i + pixel_offset[0], pixel_stride[1] * j + pixel_offset[1])`` as ``(y, x)``.
-    """
-
-    name: str
-    kernel_size: tuple[int, int]
-    stride: tuple[int, int]
-    padding: tuple[int, int]
-    dilation: tuple[int, int]
-    pixel_stride: tuple[float, float]
-    pixel_offset: tuple[float, float]
-
-    @property
-    def taps(self) -> int:
-        return self.kernel_size[0] * self.kernel_size[1]
-
-    @property
-    def out_pixel_stride(self) -> tuple[float, float]:
-        """Pixel spacing of the output map's units."""
-        return (self.pixel_stride[0] * self.stride[0], self.pixel_stride[1] * self.stride[1])
-
-    @property
-    def out_pixel_offset(self) -> tuple[float, float]:
-        """Pixel position of output unit (0, 0): where the centre tap of a regular grid looks."""
-        return tuple(  # type: ignore[return-value]
-            self.pixel_offset[a]
-            + self.pixel_stride[a] * (-self.padding[a] + self.dilation[a] * (self.kernel_size[a] - 1) / 2)
-            for a in (0, 1)
-        )
-
-
-@dataclass(frozen=True)
-class SamplingLayer(LayerGeometry):
-    """One stacked 3x3 layer of a model, as ``viz`` needs to know it (see module docstring):
-    its geometry plus the module to hook."""
-
-    module: nn.Module
-
-    @property
-    def deformable(self) -> bool:
-        return isinstance(self.module, DeformConv2d)
-
-    @property
-    def modulated(self) -> bool:
-        return isinstance(self.module, DeformConv2d) and self.module.modulated
-
-
-def _conv_geometry(module: nn.Module) -> dict[str, tuple[int, int]]:
-    def pair(v: int | tuple[int, ...]) -> tuple[int, int]:
-        return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
-
-    return {
-        "kernel_size": pair(module.kernel_size),
-        "stride": pair(module.stride),
-        "padding": pair(module.padding),
-        "dilation": pair(module.dilation),
-    }
 
 
 class MnistNet(nn.Module):
@@ -120,6 +44,8 @@ class MnistNet(nn.Module):
     Input ``(N, in_channels, H, W)`` in [0, 1]; output logits ``(N, num_classes)``.
     """
 
+    family = "digits"
+
     def __init__(
         self,
         arch: str = "deform",
@@ -133,6 +59,7 @@ class MnistNet(nn.Module):
         if arch not in ARCHS:
             raise ValueError(f"unknown architecture {arch!r}; expected one of {ARCHS}")
         self.arch = arch
+        self.widths = tuple(int(w) for w in widths)
         self.register_buffer("mean", torch.tensor(float(mean)), persistent=False)
         self.register_buffer("std", torch.tensor(float(std)), persistent=False)
         c0, c1, c2, c3 = widths
@@ -162,16 +89,30 @@ class MnistNet(nn.Module):
 
     def sampling_layers(self) -> list[SamplingLayer]:
         """The three stacked 3x3 layers, bottom to top (the contract in the module docstring)."""
-        return [
-            SamplingLayer(
-                name=f"top.{i}",
-                module=layer,
-                pixel_stride=(2.0, 2.0),
-                pixel_offset=(0.5, 0.5),
-                **_conv_geometry(layer),
-            )
-            for i, layer in enumerate(self.top)
-        ]
+        return [describe_layer(f"top.{i}", layer, (2.0, 2.0), (0.5, 0.5)) for i, layer in enumerate(self.top)]
+
+    def config(self) -> dict[str, object]:
+        """What rebuilds this model (stored in checkpoints)."""
+        return {
+            "family": self.family,
+            "arch": self.arch,
+            "widths": list(self.widths),
+            "in_channels": int(self.stem[0].in_channels),
+            "num_classes": int(self.head.out_features),
+            "mean": float(self.mean),
+            "std": float(self.std),
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, object]) -> MnistNet:
+        return cls(
+            config["arch"],  # type: ignore[arg-type]
+            widths=tuple(config.get("widths", (32, 64, 64, 128))),  # type: ignore[arg-type]
+            in_channels=int(config.get("in_channels", 1)),  # type: ignore[arg-type]
+            num_classes=int(config.get("num_classes", 10)),  # type: ignore[arg-type]
+            mean=float(config.get("mean", MNIST_MEAN)),  # type: ignore[arg-type]
+            std=float(config.get("std", MNIST_STD)),  # type: ignore[arg-type]
+        )
 
 
 def build_model(arch: str, **kwargs: object) -> MnistNet:

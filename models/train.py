@@ -1,9 +1,11 @@
-"""Train an MNIST classifier and save a checkpoint.
+"""Train an MNIST classifier or a dense scene model and save a checkpoint.
 
-Example (the shipped plain deformable model)::
+Examples (a shipped digit model and a shipped scene model)::
 
     python -m models.train --arch deform --augment none --epochs 12 \\
         --data-dir ../shared/data --out checkpoints/deform_plain.pt
+    python -m models.train --task scenes --arch deform --steps 4000 \\
+        --data-dir ../shared/data --out checkpoints/scene_deform.pt
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 from models.checkpoint import save_checkpoint
 from models.data import DEFAULT_DATA_DIR, DataError, load_mnist
 from models.nets import ARCHS
+from models.scenes import TEST_SEED as TEST_SCENE_SEED
 from models.training import TrainConfig, accuracy, config_dict, model_config, train, use_all_cpu_threads
 from models.transforms import AUGMENTS, describe
 
@@ -26,22 +29,34 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m models.train",
         description=(
-            "Train a deformable (DCNv1), modulated deformable (DCNv2) or regular-conv MNIST "
-            "classifier on CPU and save a checkpoint with its config, training data, seed and "
-            "measured test accuracy."
+            "Train a deformable (DCNv1), modulated deformable (DCNv2) or regular-conv model on CPU "
+            "and save a checkpoint with its config, training data, seed and measured test metrics. "
+            "--task digits: an MNIST classifier (28x28). --task scenes: a per-pixel classifier of "
+            "canvases holding 1-4 digits of very different sizes (models.scenes), where the "
+            "deformable layers' adaptation to object size shows."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    p.add_argument("--task", choices=("digits", "scenes"), default="digits", help="what the model learns")
     p.add_argument(
         "--arch",
         choices=ARCHS,
         default="deform",
         help="deform = DCNv1, deform2 = DCNv2 (modulated), regular = plain 3x3 convs",
     )
-    p.add_argument("--augment", default="none", help=f"training augmentation: one of {', '.join(AUGMENTS)}")
-    p.add_argument("--epochs", type=int, default=12, help="passes over the training set")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--augment", default="none", help=f"digits: training augmentation, one of {', '.join(AUGMENTS)}")
+    p.add_argument("--epochs", type=int, default=12, help="digits: passes over the training set")
+    p.add_argument("--batch-size", type=int, default=None, help="default 128 for digits, 32 for scenes")
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate of the one-cycle schedule")
+    scenes = p.add_argument_group("scenes (--task scenes)")
+    scenes.add_argument("--steps", type=int, default=4000, help="optimiser steps; every step draws fresh scenes")
+    scenes.add_argument("--scene-size", type=int, default=64, help="canvas side in pixels (divisible by 4)")
+    scenes.add_argument("--rotate", type=float, default=0.0, help="rotate digits by U(-deg, deg)")
+    scenes.add_argument("--ink-weight", type=float, default=3.0, help="loss weight of ink pixels vs background")
+    scenes.add_argument(
+        "--offset-lr-factor", type=float, default=1.0, help="learning-rate factor of the offset/mask branches"
+    )
+    scenes.add_argument("--test-scenes", type=int, default=500, help="size of the fixed test set scored at the end")
     p.add_argument("--seed", type=int, default=0, help="seed for weights, batch order and augmentation")
     p.add_argument(
         "--data-dir",
@@ -59,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.task == "scenes":
+        return train_scenes_command(args, argv)
+    args.batch_size = args.batch_size or 128
     try:
         describe(args.augment)
     except ValueError as exc:
@@ -105,6 +123,57 @@ def main(argv: list[str] | None = None) -> int:
         else ""
     )
     print(f"test accuracy {acc:.2%} on {test_split.description}{extra}")
+    print(f"saved {args.out} ({log['train_seconds']:.0f} s of training)")
+    return 0
+
+
+def train_scenes_command(args: argparse.Namespace, argv: list[str] | None) -> int:
+    from dataclasses import asdict
+
+    from models.scene_training import SceneTrainConfig, evaluate_scenes, format_metrics, test_scenes, train_scenes
+    from models.scenes import SceneConfig
+
+    if args.scene_size % 4:
+        print(f"error: --scene-size must be divisible by 4, got {args.scene_size}", file=sys.stderr)
+        return 2
+    scene = SceneConfig(size=args.scene_size, rotate=args.rotate, max_height=min(54.0, 0.85 * args.scene_size))
+    threads = use_all_cpu_threads()
+    try:
+        train_split = load_mnist(args.data_dir, train=True).subset(args.train_limit)
+        test_split = load_mnist(args.data_dir, train=False)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    config = SceneTrainConfig(
+        arch=args.arch,
+        steps=args.max_steps or args.steps,
+        batch_size=args.batch_size or 32,
+        lr=args.lr,
+        seed=args.seed,
+        ink_weight=args.ink_weight,
+        offset_lr_factor=args.offset_lr_factor,
+        scene=asdict(scene),
+    )
+    print(
+        f"training scene model {args.arch}: {config.steps} steps x {config.batch_size} fresh {scene.size}x{scene.size} "
+        f"scenes from {train_split.description}, {threads} CPU threads"
+    )
+    model, log = train_scenes(config, train_split.images, train_split.labels, progress=not args.no_progress)
+    test = test_scenes(test_split.images, test_split.labels, scene, args.test_scenes)
+    metrics = evaluate_scenes(model, test)
+    meta = {
+        "task": "scenes",
+        "train_data": f"scenes from {train_split.description}",
+        "test_data": f"{len(test)} fixed test scenes (seed {TEST_SCENE_SEED}) from {test_split.description}",
+        "train": asdict(config),
+        "log": log,
+        "test_metrics": metrics,
+        "torch": str(torch.__version__),
+        "python": platform.python_version(),
+        "command": "python -m models.train " + " ".join(argv if argv is not None else sys.argv[1:]),
+    }
+    save_checkpoint(model, Path(args.out), model.config(), meta)
+    print(f"test: {format_metrics(metrics)}")
     print(f"saved {args.out} ({log['train_seconds']:.0f} s of training)")
     return 0
 

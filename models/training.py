@@ -48,14 +48,7 @@ def build_for(config: TrainConfig, data: Split) -> MnistNet:
 
 
 def model_config(model: MnistNet, config: TrainConfig) -> dict[str, Any]:
-    return {
-        "arch": config.arch,
-        "widths": list(config.widths),
-        "in_channels": int(model.stem[0].in_channels),
-        "num_classes": int(model.head.out_features),
-        "mean": float(model.mean),
-        "std": float(model.std),
-    }
+    return model.config()
 
 
 def train(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from models import DeformConv2d, SamplingLayer
+from models import ModuleOutput, SamplingLayer, deform_conv2d
 
 
 class FixedField(nn.Module):
@@ -18,6 +18,20 @@ class FixedField(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.field.unsqueeze(0).expand(x.shape[0], -1, -1, -1)
+
+
+class FieldLayer(nn.Module):
+    """A 1-channel 3x3 deformable layer (padding 1) whose offsets and mask come from fixed fields."""
+
+    def __init__(self, offsets: Tensor, mask: Tensor | None, weight: Tensor) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(weight.clone())
+        self.offsets = FixedField(offsets)
+        self.mask = FixedField(mask) if mask is not None else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        mask = self.mask(x) if self.mask is not None else None
+        return deform_conv2d(x, self.offsets(x), self.weight, padding=1, mask=mask)
 
 
 class Stack(nn.Module):
@@ -36,13 +50,8 @@ class Stack(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList()
         for i, off in enumerate(offsets):
-            layer = DeformConv2d(1, 1, 3, padding=1, bias=False, modulated=masks is not None)
-            with torch.no_grad():
-                layer.weight.copy_(weights[i] if weights is not None else torch.ones(1, 1, 3, 3))
-            layer.offset_conv = FixedField(off)
-            if masks is not None:
-                layer.mask_conv = FixedField(masks[i])
-            self.layers.append(layer)
+            weight = weights[i] if weights is not None else torch.ones(1, 1, 3, 3)
+            self.layers.append(FieldLayer(off, masks[i] if masks is not None else None, weight))
         self.pixel_stride, self.pixel_offset = pixel_stride, pixel_offset
 
     def forward(self, x: Tensor) -> Tensor:
@@ -61,6 +70,8 @@ class Stack(nn.Module):
                 dilation=(1, 1),
                 pixel_stride=self.pixel_stride,
                 pixel_offset=self.pixel_offset,
+                offset_source=ModuleOutput(layer.offsets),
+                mask_source=ModuleOutput(layer.mask) if layer.mask is not None else None,
             )
             for i, layer in enumerate(self.layers)
         ]

@@ -73,3 +73,140 @@ def test_training_mode_is_restored():
 def test_model_without_contract():
     with pytest.raises(TypeError, match="sampling_layers"):
         viz.capture(nn.Conv2d(1, 1, 3), torch.rand(1, 1, 8, 8))
+
+
+def _randomised(model: nn.Module, std: float = 0.1) -> nn.Module:
+    """Non-zero offset and mask branches, so every input gets its own points."""
+    torch.manual_seed(0)
+    for name, p in model.named_parameters():
+        if "offset_conv" in name or "mask_conv" in name:
+            torch.nn.init.normal_(p, std=std)
+    return model.eval()
+
+
+class TorchvisionStack(nn.Module):
+    """Two torchvision ``DeformConv2d`` layers fed by sibling offset convs: sources are forward
+    arguments, as in detection toolkits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from torchvision.ops import DeformConv2d as TvDeformConv2d
+
+        torch.manual_seed(0)
+        self.stem = nn.Conv2d(1, 4, 3, padding=1)
+        self.offsets = nn.ModuleList([nn.Conv2d(4, 18, 3, padding=1) for _ in range(2)])
+        self.masks = nn.ModuleList([nn.Conv2d(4, 9, 3, padding=1) for _ in range(2)])
+        self.layers = nn.ModuleList([TvDeformConv2d(4, 4, 3, padding=1) for _ in range(2)])
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        for off, msk, layer in zip(self.offsets, self.masks, self.layers, strict=True):
+            x = torch.relu(layer(x, off(x), mask=torch.sigmoid(msk(x))))
+        return x.mean(dim=(2, 3))
+
+    def sampling_layers(self):
+        from models import describe_layer
+
+        return [describe_layer(f"layers.{i}", m, (1.0, 1.0), (0.0, 0.0)) for i, m in enumerate(self.layers)]
+
+
+def _shared_models():
+    from models import SceneNet
+
+    return {
+        "digits": (_randomised(build_model("deform2")), (1, 28, 28)),
+        "scenes": (_randomised(SceneNet("deform", widths=(8, 8, 8, 8, 8))), (1, 32, 32)),
+        "torchvision": (TorchvisionStack().eval(), (1, 12, 12)),
+    }
+
+
+@pytest.mark.parametrize("which", ["digits", "scenes", "torchvision"])
+def test_concurrent_captures_on_one_shared_model_equal_serial_ones(which):
+    import threading
+
+    model, shape = _shared_models()[which]
+    threads, per_thread = 4, 6
+    g = torch.Generator().manual_seed(1)
+    inputs = [[torch.rand(1, *shape, generator=g) for _ in range(per_thread)] for _ in range(threads)]
+    serial = [[viz.capture(model, x) for x in row] for row in inputs]
+    results: list[list] = [[] for _ in range(threads)]
+    errors: list[BaseException] = []
+    start = threading.Barrier(threads)
+
+    def work(t: int) -> None:
+        try:
+            start.wait()
+            for x in inputs[t]:
+                results[t].append(viz.capture(model, x))
+        except BaseException as exc:  # reported below, not lost in the thread
+            errors.append(exc)
+
+    pool = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+    for th in pool:
+        th.start()
+    for th in pool:
+        th.join()
+    assert not errors
+    for t in range(threads):
+        for got, want in zip(results[t], serial[t], strict=True):
+            assert torch.equal(got.logits, want.logits)
+            for a, b in zip(got.layers, want.layers, strict=True):
+                assert torch.equal(a.offsets_yx, b.offsets_yx)
+                assert (a.mask is None) == (b.mask is None)
+                if a.mask is not None:
+                    assert torch.equal(a.mask, b.mask)
+            assert torch.equal(viz.backproject(got, (3, 3)).x, viz.backproject(want, (3, 3)).x)
+    assert _hook_count(model) == 0
+
+
+def test_failing_forward_in_one_thread_leaves_nothing_for_the_others():
+    import threading
+
+    model = _randomised(build_model("deform"))
+    x_ok, x_other = torch.rand(1, 1, 28, 28), torch.rand(1, 1, 20, 20)  # any size works: global pooling
+    want = viz.capture(model, x_ok)
+    outcome: dict[str, object] = {}
+
+    def bad() -> None:
+        try:
+            viz.capture(model, torch.rand(1, 2, 28, 28))  # wrong channel count: the stem raises
+        except RuntimeError as exc:
+            outcome["bad"] = exc
+
+    th = threading.Thread(target=bad)
+    th.start()
+    th.join()
+    assert isinstance(outcome["bad"], RuntimeError)
+    assert _hook_count(model) == 0
+    got = viz.capture(model, x_ok)
+    assert torch.equal(got.top.offsets_yx, want.top.offsets_yx)
+    assert viz.capture(model, x_other).top.out_size == (10, 10)
+
+
+def test_torchvision_layers_are_captured_through_forward_arguments():
+    model = TorchvisionStack()
+    x = torch.rand(2, 1, 12, 12)
+    cap = viz.capture(model, x, keep_features=True)
+    feats = torch.relu(model.stem(x))
+    expected = model.offsets[0](feats)
+    assert torch.allclose(cap.layers[0].offsets_yx.reshape(2, 18, 12, 12), expected)
+    assert torch.allclose(cap.layers[0].mask.reshape(2, 9, 12, 12), torch.sigmoid(model.masks[0](feats)))
+    assert cap.layers[1].deformable and cap.layers[1].modulated
+
+
+def test_a_layer_that_runs_twice_is_refused():
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 1, 3, padding=1)
+
+        def forward(self, x):
+            return self.conv(self.conv(x))
+
+        def sampling_layers(self):
+            from models import describe_layer
+
+            return [describe_layer("conv", self.conv, (1.0, 1.0), (0.0, 0.0))]
+
+    with pytest.raises(RuntimeError, match="ran 2 times"):
+        viz.capture(Twice(), torch.rand(1, 1, 8, 8))

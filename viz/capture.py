@@ -1,26 +1,39 @@
-"""Capture: run a model once with forward hooks on its offset (and mask) branches.
+"""Capture: run a model once and record, for every stacked layer, its offsets, mask and maps.
 
-Works for any model with a ``sampling_layers()`` method (the contract in ``models.nets``).
-Hooks live only inside :func:`capture` and are removed even when the forward pass raises.
+Works for any model with a ``sampling_layers()`` method (the contract in ``models.contract``):
+the hooks go exactly where each layer's ``offset_source`` / ``mask_source`` say.
+
+Safe under concurrency. Web servers (one Streamlit server, many browser sessions) and data
+loaders share one model between threads. Forward hooks live on the shared module, so a hook
+registered by one call also fires during every other thread's forward pass. Each call here
+therefore records only into its own recorder, selected through a :mod:`contextvars` variable
+that is private to the calling thread (and asyncio task): another thread's forward pass runs
+the hook, sees a different active recorder and records nothing. No lock serialises the users;
+the hooks are registered and removed inside one ``with`` block, even when the forward pass
+raises. A model left in training mode is switched to eval mode for the call and restored;
+only such calls are serialised (a mode switch is shared state), so share models in eval mode
+(``viz.load`` returns them so).
 """
 
 from __future__ import annotations
 
+import threading
 from contextlib import ExitStack, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from models.deform_conv import DeformConv2d, output_size
-from models.nets import LayerGeometry
+from models.contract import ForwardArgument, LayerGeometry, ModuleOutput, SamplingLayer, Source
+from models.geometry import output_size
 
 
 @dataclass(frozen=True)
 class LayerCapture(LayerGeometry):
     """What one stacked layer did on a batch, with the layer's geometry (name, kernel, stride,
-    padding, dilation, pixel_stride, pixel_offset; see :class:`models.nets.LayerGeometry`).
+    padding, dilation, pixel_stride, pixel_offset; see :class:`models.contract.LayerGeometry`).
 
     Attributes:
         offsets_yx: ``(N, G, K, 2, Ho, Wo)``; ``[:, g, k, 0]`` is the row (y) shift of tap
@@ -44,7 +57,11 @@ class LayerCapture(LayerGeometry):
 
 @dataclass
 class Capture:
-    """One forward pass: the images, the model's logits and every stacked layer, bottom to top."""
+    """One forward pass: the images, the model's output and every stacked layer, bottom to top.
+
+    ``logits`` is the model's output: ``(N, classes)`` for classifiers, ``(N, classes, H, W)``
+    for dense models.
+    """
 
     images: Tensor
     logits: Tensor
@@ -52,7 +69,7 @@ class Capture:
 
     @property
     def probabilities(self) -> Tensor:
-        """``(N, classes)`` softmax of the logits."""
+        """Softmax over the class axis (dim 1)."""
         return torch.softmax(self.logits, dim=1)
 
     @property
@@ -64,18 +81,107 @@ class Capture:
         return self.layers[-1]
 
 
+class _Recorder:
+    """Tensors seen by one capture call, keyed ``(layer index, what)``."""
+
+    def __init__(self) -> None:
+        self.tensors: dict[tuple[int, str], Tensor | None] = {}
+        self.calls: dict[tuple[int, str], int] = {}
+
+    def put(self, key: tuple[int, str], value: Tensor | None) -> None:
+        self.calls[key] = self.calls.get(key, 0) + 1
+        self.tensors[key] = value
+
+
+#: The recorder of the capture running in this thread / task; None outside capture.
+_ACTIVE: ContextVar[_Recorder | None] = ContextVar("deformscope_capture", default=None)
+#: Serialises only the calls that must switch a shared model's train/eval mode.
+_MODE_LOCK = threading.Lock()
+
+
+def _argument(src: ForwardArgument, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if src.name in kwargs:
+        return kwargs[src.name]
+    return args[src.index] if len(args) > src.index else None
+
+
+def _hook(recorder: _Recorder, key: tuple[int, str], pick):
+    """A forward hook that records ``pick(args, kwargs, output)`` only for ``recorder``'s call."""
+
+    def hook(_m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
+        if _ACTIVE.get() is recorder:  # another thread's (or call's) forward pass: not ours
+            recorder.put(key, pick(args, kwargs, out))
+
+    return hook
+
+
 @contextmanager
 def _hooked(module: nn.Module, fn: Any):
-    handle = module.register_forward_hook(fn)
+    handle = module.register_forward_hook(fn, with_kwargs=True)
     try:
         yield
     finally:
         handle.remove()
 
 
+def _source_hook(stack: ExitStack, recorder: _Recorder, i: int, what: str, src: Source) -> None:
+    if isinstance(src, ModuleOutput):
+        stack.enter_context(_hooked(src.module, _hook(recorder, (i, what), lambda a, k, out: out)))
+    elif isinstance(src, ForwardArgument):
+        stack.enter_context(_hooked(src.module, _hook(recorder, (i, what), lambda a, k, out: _argument(src, a, k))))
+    else:
+        raise TypeError(f"unknown {what} source {src!r}: expected ModuleOutput or ForwardArgument")
+
+
+@contextmanager
+def _eval_mode(model: nn.Module):
+    if not model.training:
+        yield
+        return
+    with _MODE_LOCK:
+        model.eval()
+        try:
+            yield
+        finally:
+            model.train(True)
+
+
+@contextmanager
+def recording(layers: list[SamplingLayer]):
+    """Hooks on every layer and source named by ``layers``, recording into a fresh recorder that
+    only this thread's / task's forward passes write to. Yields the recorder; removes every hook
+    on exit."""
+    recorder = _Recorder()
+    token = _ACTIVE.set(recorder)
+    try:
+        with ExitStack() as stack:
+            for i, layer in enumerate(layers):
+                stack.enter_context(_hooked(layer.module, _hook(recorder, (i, "in"), lambda a, k, out: a[0])))
+                stack.enter_context(_hooked(layer.module, _hook(recorder, (i, "out"), lambda a, k, out: out)))
+                if layer.offset_source is not None:
+                    _source_hook(stack, recorder, i, "offset", layer.offset_source)
+                if layer.mask_source is not None:
+                    _source_hook(stack, recorder, i, "mask", layer.mask_source)
+            yield recorder
+    finally:
+        _ACTIVE.reset(token)
+
+
+def sampling_layers_of(model: nn.Module) -> list[SamplingLayer]:
+    if not hasattr(model, "sampling_layers"):
+        raise TypeError(f"{type(model).__name__} has no sampling_layers(); see the contract in models.contract")
+    layers = model.sampling_layers()
+    if not layers:
+        raise ValueError("the model lists no sampling layers")
+    return layers
+
+
 @torch.no_grad()
 def capture(model: nn.Module, images: Tensor, keep_features: bool = False) -> Capture:
     """Run ``model`` on ``images`` once and record offsets, masks and geometry of every layer.
+
+    Thread-safe: concurrent calls on one shared model each record only their own forward pass
+    (see the module docstring).
 
     Args:
         model: follows the sampling-layer contract (has ``sampling_layers()``).
@@ -85,56 +191,46 @@ def capture(model: nn.Module, images: Tensor, keep_features: bool = False) -> Ca
     Returns:
         A :class:`Capture`; one forward pass serves the whole batch.
     """
-    if not hasattr(model, "sampling_layers"):
-        raise TypeError(f"{type(model).__name__} has no sampling_layers(); see the contract in models.nets")
+    layers = sampling_layers_of(model)
     if images.dim() == 3:
         images = images.unsqueeze(0)
     if images.dim() != 4:
         raise ValueError(f"images must be (N, C, H, W) or (C, H, W), got shape {tuple(images.shape)}")
-    layers = model.sampling_layers()
-    if not layers:
-        raise ValueError("the model lists no sampling layers")
-    record: list[dict[str, Tensor]] = [{} for _ in layers]
+    with _eval_mode(model), recording(layers) as rec:
+        logits = model(images)
+    return _assemble(layers, rec, images, logits, keep_features)
 
-    def on_layer(i: int):
-        def hook(_m: nn.Module, args: tuple[Tensor, ...], out: Tensor) -> None:
-            record[i]["in"], record[i]["out"] = args[0], out
 
-        return hook
-
-    def on_branch(i: int, key: str):
-        def hook(_m: nn.Module, _args: tuple[Tensor, ...], out: Tensor) -> None:
-            record[i][key] = out
-
-        return hook
-
-    was_training = model.training
-    model.eval()
-    try:
-        with ExitStack() as stack:
-            for i, layer in enumerate(layers):
-                stack.enter_context(_hooked(layer.module, on_layer(i)))
-                if isinstance(layer.module, DeformConv2d):
-                    stack.enter_context(_hooked(layer.module.offset_conv, on_branch(i, "offset")))
-                    if layer.module.mask_conv is not None:
-                        stack.enter_context(_hooked(layer.module.mask_conv, on_branch(i, "mask")))
-            logits = model(images)
-    finally:
-        model.train(was_training)
-
+def _assemble(
+    layers: list[SamplingLayer], rec: _Recorder, images: Tensor, logits: Tensor, keep_features: bool
+) -> Capture:
     out: list[LayerCapture] = []
-    for i, (layer, rec) in enumerate(zip(layers, record, strict=True)):
-        if "in" not in rec:
+    for i, layer in enumerate(layers):
+        if (i, "in") not in rec.tensors:
             raise RuntimeError(f"sampling layer {layer.name!r} did not run in the forward pass")
-        n, _, h, w = rec["in"].shape
+        if rec.calls[(i, "in")] > 1:
+            raise RuntimeError(
+                f"sampling layer {layer.name!r} ran {rec.calls[(i, 'in')]} times in one forward pass; "
+                "its points would be ambiguous"
+            )
+        x_in, x_out = rec.tensors[(i, "in")], rec.tensors[(i, "out")]
+        n, _, h, w = x_in.shape
         ho, wo = output_size((h, w), layer.kernel_size, layer.stride, layer.padding, layer.dilation)
         k = layer.taps
-        if "offset" in rec:
-            offsets = rec["offset"]
-            offsets_yx = offsets.view(n, offsets.shape[1] // (2 * k), k, 2, ho, wo)
+        offsets = rec.tensors.get((i, "offset"))
+        if layer.offset_source is not None and offsets is None:
+            raise RuntimeError(f"the offset source of layer {layer.name!r} produced no tensor in the forward pass")
+        if offsets is not None:
+            if offsets.shape[0] != n or offsets.shape[1] % (2 * k) or tuple(offsets.shape[2:]) != (ho, wo):
+                raise ValueError(
+                    f"layer {layer.name!r}: offsets of shape {tuple(offsets.shape)} do not fit "
+                    f"(N={n}, 2*G*{k}, {ho}, {wo}); is offset_source right?"
+                )
+            offsets_yx = offsets.reshape(n, offsets.shape[1] // (2 * k), k, 2, ho, wo)
         else:
-            offsets_yx = rec["in"].new_zeros(n, 1, k, 2, ho, wo)
-        mask = rec["mask"].view(n, -1, k, ho, wo) if "mask" in rec else None
+            offsets_yx = x_in.new_zeros(n, 1, k, 2, ho, wo)
+        mask = rec.tensors.get((i, "mask"))
+        mask = mask.reshape(n, -1, k, ho, wo) if mask is not None else None
         if i > 0 and out[-1].out_size != (h, w):
             raise ValueError(
                 f"layers {out[-1].name!r} and {layer.name!r} are not directly stacked: "
@@ -153,10 +249,10 @@ def capture(model: nn.Module, images: Tensor, keep_features: bool = False) -> Ca
                 out_size=(ho, wo),
                 offsets_yx=offsets_yx.detach(),
                 mask=mask.detach() if mask is not None else None,
-                deformable=isinstance(layer.module, DeformConv2d),
+                deformable=layer.deformable,
                 modulated=mask is not None,
-                inputs=rec["in"].detach() if keep_features else None,
-                outputs=rec["out"].detach() if keep_features else None,
+                inputs=x_in.detach() if keep_features else None,
+                outputs=x_out.detach() if keep_features else None,
             )
         )
     return Capture(images=images.detach(), logits=logits.detach(), layers=out)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from models.deform_conv import sampling_positions
+from models.geometry import sampling_positions
 from viz.backproject import backproject
 from viz.capture import Capture
 from viz.geometry import BILINEAR, adjacent_pair_distance, splat, to_pixels
