@@ -93,6 +93,7 @@ def train_scenes(
     bar = tqdm(total=config.steps, desc=f"train scenes {config.arch}", disable=not progress, unit="step")
     model.train()
     loss_avg = None
+    window_sum, window_n = 0.0, 0
     for step in range(config.steps):
         batch = generate(digits, labels, config.batch_size, seed, scene_cfg, start=step * config.batch_size)
         logits = model(batch.images)
@@ -101,11 +102,16 @@ def train_scenes(
         loss.backward()
         opt.step()
         sched.step()
-        loss_avg = loss.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * loss.item()
+        value = loss.item()
+        loss_avg = value if loss_avg is None else 0.98 * loss_avg + 0.02 * value
+        window_sum, window_n = window_sum + value, window_n + 1
         bar.update(1)
         bar.set_postfix(loss=f"{loss_avg:.4f}")
         if (step + 1) % 250 == 0 or step + 1 == config.steps:
-            log["checkpoints"].append({"step": step + 1, "loss": loss_avg, "seconds": time.perf_counter() - start})
+            # the mean loss over the steps since the previous entry
+            entry = {"step": step + 1, "loss": window_sum / window_n, "seconds": time.perf_counter() - start}
+            log["checkpoints"].append(entry)
+            window_sum, window_n = 0.0, 0
     bar.close()
     log["train_seconds"] = time.perf_counter() - start
     log["steps"] = config.steps
