@@ -8,7 +8,6 @@ Prints the best-of-N wall time of each and the ratios, measured in the same run.
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
 
 import torch
@@ -16,7 +15,7 @@ import torch.nn.functional as F
 from torchvision.ops import deform_conv2d as tv_deform_conv2d
 
 from models.deform_conv import deform_conv2d
-from models.training import use_all_cpu_threads
+from models.runtime import time_runs, use_all_cpu_threads
 
 SHAPES = {
     "mnist (N=128, 32->64, 14x14)": (128, 32, 64, 14),
@@ -25,13 +24,7 @@ SHAPES = {
 
 
 def best_time(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    return min(time_runs(fn, repeats))
 
 
 def bench_shape(n: int, cin: int, cout: int, size: int, repeats: int) -> dict[str, tuple[float, float]]:

@@ -9,10 +9,8 @@ training data, augmentation, seed, epochs and measured test accuracy.
 
 from __future__ import annotations
 
-import os
 import pickle
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ import torch
 from torch import nn
 
 from models.nets import ARCHS, MnistNet
+from models.runtime import atomic_write
 
 FORMAT = "deformscope-checkpoint"
 VERSION = 1
@@ -27,13 +26,6 @@ VERSION = 1
 
 class CheckpointError(RuntimeError):
     """A checkpoint could not be loaded; the message says why in plain words."""
-
-
-def default_file_mode() -> int:
-    """The mode ``open()`` would give a new file under the current umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
 def save_checkpoint(model: nn.Module, path: str | Path, config: dict[str, Any], meta: dict[str, Any]) -> None:
@@ -47,15 +39,7 @@ def save_checkpoint(model: nn.Module, path: str | Path, config: dict[str, Any], 
         "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
         "meta": dict(meta),
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-        os.chmod(tmp, default_file_mode())  # mkstemp makes private files; use the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -12,7 +12,8 @@ import sys
 
 from models.checkpoint import CheckpointError, load_checkpoint
 from models.data import DEFAULT_DATA_DIR, DataError, load_mnist
-from models.training import accuracy, use_all_cpu_threads
+from models.runtime import use_all_cpu_threads
+from models.training import accuracy
 from models.transforms import AUGMENTS, TEST_SEED, describe
 
 

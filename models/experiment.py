@@ -30,7 +30,8 @@ from tqdm import tqdm
 
 from models.data import DEFAULT_DATA_DIR, DataError, load
 from models.nets import ARCHS
-from models.training import TrainConfig, accuracy, train, use_all_cpu_threads
+from models.runtime import use_all_cpu_threads
+from models.training import TrainConfig, accuracy, train
 from models.transforms import RANGES, TEST_SEED, describe, parse_augment
 
 CONDITIONS = ("none", "rotate", "translate", "rotate+translate", "scale")

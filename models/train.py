@@ -20,8 +20,9 @@ import torch
 from models.checkpoint import save_checkpoint
 from models.data import DEFAULT_DATA_DIR, DataError, load_mnist
 from models.nets import ARCHS
+from models.runtime import use_all_cpu_threads
 from models.scenes import TEST_SEED as TEST_SCENE_SEED
-from models.training import TrainConfig, accuracy, config_dict, model_config, train, use_all_cpu_threads
+from models.training import TrainConfig, accuracy, config_dict, model_config, train
 from models.transforms import AUGMENTS, describe
 
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -32,12 +31,6 @@ class TrainConfig:
     widths: tuple[int, int, int, int] = (32, 64, 64, 128)
     max_steps: int | None = None  # stop early (tests and smoke runs)
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def use_all_cpu_threads() -> int:
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(n)
-    return n
 
 
 def build_for(config: TrainConfig, data: Split) -> MnistNet:

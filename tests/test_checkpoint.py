@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from models import CheckpointError, build_model, load_checkpoint, save_checkpoint
-from models.checkpoint import FORMAT, VERSION, default_file_mode
+from models.checkpoint import FORMAT, VERSION
+from models.runtime import default_file_mode
 
 
 class Payload:

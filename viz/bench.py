@@ -9,23 +9,16 @@ top-layer units, for each method.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
 import viz
 from models import build_model
-from models.training import use_all_cpu_threads
+from models.runtime import time_runs, use_all_cpu_threads
 
 
 def best_ms(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * min(times)
+    return 1e3 * min(time_runs(fn, repeats))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 import viz
-from models.training import use_all_cpu_threads
+from models.runtime import use_all_cpu_threads
 from viz.figures import (
     FigureSpec,
     adaptation_figure,

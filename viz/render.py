@@ -4,29 +4,14 @@ Neither needs a browser. Files are written atomically (temporary file, then rena
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from models.checkpoint import default_file_mode
+from models.runtime import atomic_write
 from viz.figures import FigureSpec, Layer, Panel
 
 FORMATS = ("png", "svg", "html")
-
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _mpl_layer(ax, layer: Layer) -> None:
@@ -130,7 +115,7 @@ def render_matplotlib(
     fig.suptitle(spec.title, fontsize=12)
     fig.supxlabel(_wrap(spec.caption, int(15 * panel_inches * ncols)), fontsize=7.5)
     metadata = {"Software": None} if fmt == "png" else {"Date": None, "Creator": None}
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi, metadata=metadata))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi, metadata=metadata))
     plt.close(fig)
     return path
 
@@ -238,7 +223,7 @@ def render_html(spec: FigureSpec, path: Path) -> Path:
     fig = plotly_figure(spec)
     # Plotly's JS is embedded so the file works offline; a fixed div id keeps output deterministic.
     html = fig.to_html(include_plotlyjs=True, full_html=True, div_id=f"deformscope-{spec.name}")
-    _atomic_write(path, lambda tmp: Path(tmp).write_text(html))
+    atomic_write(path, lambda tmp: Path(tmp).write_text(html))
     return path
 
 

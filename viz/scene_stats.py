@@ -1,0 +1,158 @@
+"""Statistics of scene captures: which digit each unit lies in, effective dilation by digit size
+(the paper's Table 2), how much of a unit's support lands on its own digit, and the choice of
+representative units (background / small digit / large digit) for figures and the app.
+
+Scene annotations come in as plain tensors (boxes ``(D, 4)`` as ``(x0, y0, x1, y1)`` pixel
+edges and heights ``(D,)`` of one image's digits), so these functions know nothing of how the
+scenes were made. A unit lies *in* a digit when its centre pixel lies inside the digit's box
+(the paper sorts units by the ground-truth boxes); in two boxes, the smaller box wins.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from models.scenes import SIZE_CLASSES, size_class
+from viz.backproject import backproject
+from viz.capture import Capture
+from viz.geometry import BILINEAR
+from viz.stats import effective_dilation, unit_pixels
+
+REGIONS = (*SIZE_CLASSES, "background")
+
+
+def unit_digits(cap: Capture, boxes: Tensor, layer: int = -1) -> Tensor:
+    """``(Ho, Wo)`` int64: index (into ``boxes``) of the digit each output unit of ``layer`` lies
+    in, -1 on the background."""
+    uy, ux = unit_pixels(cap, layer)
+    if boxes.numel() == 0:
+        return torch.full(uy.shape, -1, dtype=torch.long)
+    b = boxes.to(uy.dtype)
+    # pixel centres at integers: box (x0, y0, x1, y1) covers centres x0 .. x1 - 1, i.e. [x0 - 0.5, x1 - 0.5)
+    inside = (
+        (ux[..., None] >= b[:, 0] - 0.5)
+        & (ux[..., None] < b[:, 2] - 0.5)
+        & (uy[..., None] >= b[:, 1] - 0.5)
+        & (uy[..., None] < b[:, 3] - 0.5)
+    )  # (Ho, Wo, D)
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    score = torch.where(inside, area, torch.full_like(area, math.inf))
+    best = score.argmin(dim=-1)
+    return torch.where(inside.any(dim=-1), best, torch.full_like(best, -1))
+
+
+def unit_regions(cap: Capture, boxes: Tensor, heights: Tensor, layer: int = -1) -> Tensor:
+    """``(Ho, Wo)`` int64 region of every unit: 0 small, 1 medium, 2 large digit, 3 background."""
+    d = unit_digits(cap, boxes, layer)
+    if heights.numel() == 0:
+        return torch.full_like(d, 3)
+    cls = size_class(heights)
+    return torch.where(d >= 0, cls[d.clamp_min(0)], torch.full_like(d, 3))
+
+
+def own_digit_fraction(cap: Capture, boxes: Tensor, image: int = 0, method: str = BILINEAR) -> tuple[Tensor, Tensor]:
+    """For every top unit lying in a digit: the weighted fraction of its 9^L back-projected
+    points (last level) that land inside its own digit's box.
+
+    Returns:
+        ``(digit (U,), fraction (U,))`` for the U units in digits: the digit index and fraction.
+    """
+    d = unit_digits(cap, boxes)
+    units = (d >= 0).nonzero()
+    if units.numel() == 0:
+        return torch.empty(0, dtype=torch.long), torch.empty(0)
+    pts = backproject(cap, units, method=method, image=image)
+    final = pts.where(level=pts.levels)
+    owner = d[units[:, 0], units[:, 1]][pts.unit[final]]
+    b = boxes[owner]
+    x, y, w = pts.x[final], pts.y[final], pts.weight[final].float()
+    on = (x >= b[:, 0] - 0.5) & (x < b[:, 2] - 0.5) & (y >= b[:, 1] - 0.5) & (y < b[:, 3] - 0.5)
+    total = torch.zeros(len(units)).index_add_(0, pts.unit[final], w)
+    hit = torch.zeros(len(units)).index_add_(0, pts.unit[final], w * on.float())
+    return d[units[:, 0], units[:, 1]], hit / total.clamp_min(1e-12)
+
+
+@dataclass
+class RegionStats:
+    """Per-unit values gathered by region over many images: ``values[region]`` lists."""
+
+    values: dict[str, list[float]]
+
+    @classmethod
+    def empty(cls) -> RegionStats:
+        return cls({r: [] for r in REGIONS})
+
+    def add(self, per_unit: Tensor, regions: Tensor) -> None:
+        for k, name in enumerate(REGIONS):
+            self.values[name].extend(per_unit[regions == k].flatten().tolist())
+
+    def mean_std(self, region: str) -> tuple[float, float, int]:
+        v = torch.tensor(self.values[region], dtype=torch.float64)
+        if v.numel() == 0:
+            return math.nan, math.nan, 0
+        return float(v.mean()), float(v.std()) if v.numel() > 1 else 0.0, int(v.numel())
+
+
+def dilation_by_region(cap: Capture, boxes: Tensor, heights: Tensor, image: int, layer: int) -> tuple[Tensor, Tensor]:
+    """Effective dilation ``(Ho, Wo)`` of ``layer``'s units in pixels and each unit's region."""
+    return effective_dilation(cap, layer, image), unit_regions(cap, boxes, heights, layer)
+
+
+def regular_dilation(cap: Capture, layer: int) -> float:
+    """What a regular 3x3 layer with this geometry scores: its dilation times its pixel stride
+    (rows and columns agree for the shipped models; their mean otherwise)."""
+    lc = cap.layers[layer]
+    return 0.5 * (lc.dilation[0] * lc.pixel_stride[0] + lc.dilation[1] * lc.pixel_stride[1])
+
+
+def pick_units(cap: Capture, boxes: Tensor, heights: Tensor, image: int = 0) -> dict[str, tuple[int, int] | None]:
+    """Representative top units of one scene: ``background`` (the background unit farthest
+    from every box, off the outermost ring), ``small`` and ``large`` (the unit nearest to the
+    centre of the smallest / largest digit's box, among units in that digit); None when absent."""
+    d = unit_digits(cap, boxes)
+    uy, ux = unit_pixels(cap)
+    h, w = d.shape
+    out: dict[str, tuple[int, int] | None] = {"background": None, "small": None, "large": None}
+    if boxes.numel():
+        order = heights.argsort()
+        for name, k in (("small", int(order[0])), ("large", int(order[-1]))):
+            if name == "small" and size_class(heights[k : k + 1]).item() == 2:
+                continue  # no small digit in this scene
+            if name == "large" and size_class(heights[k : k + 1]).item() == 0:
+                continue
+            cx, cy = float(boxes[k, 0] + boxes[k, 2] - 1) / 2, float(boxes[k, 1] + boxes[k, 3] - 1) / 2
+            dist = (uy - cy) ** 2 + (ux - cx) ** 2
+            dist[d != k] = math.inf
+            if torch.isfinite(dist).any():
+                out[name] = divmod(int(dist.argmin()), w)
+    bg = d < 0
+    inner = bg.clone()
+    inner[0], inner[-1], inner[:, 0], inner[:, -1] = False, False, False, False
+    cand = inner if inner.any() else bg
+    if cand.any():
+        if boxes.numel():
+            b = boxes.to(uy.dtype)
+            gap_x = torch.maximum(b[:, 0] - 0.5 - ux[..., None], ux[..., None] - (b[:, 2] - 0.5)).clamp_min(0)
+            gap_y = torch.maximum(b[:, 1] - 0.5 - uy[..., None], uy[..., None] - (b[:, 3] - 0.5)).clamp_min(0)
+            clearance = torch.hypot(gap_x, gap_y).min(dim=-1).values
+        else:
+            clearance = -((uy - uy.mean()) ** 2 + (ux - ux.mean()) ** 2)
+        clearance[~cand] = -math.inf
+        out["background"] = divmod(int(clearance.argmax()), w)
+    return out
+
+
+__all__ = [
+    "REGIONS",
+    "RegionStats",
+    "dilation_by_region",
+    "own_digit_fraction",
+    "pick_units",
+    "regular_dilation",
+    "unit_digits",
+    "unit_regions",
+]
