@@ -11,6 +11,22 @@ from pathlib import Path
 
 from models.checkpoint import CheckpointError, load_checkpoint
 
+#: Every shipped deformable checkpoint and its regular twin (same data, same recipe, no offsets),
+#: with a one-line description. The one place this pairing is stated.
+TWINS: dict[str, tuple[str, str]] = {
+    "scene_deform": ("scene_regular", "scenes: DCNv1, per-pixel digit classes on 64x64 canvases"),
+    "scene_deform2": ("scene_regular", "scenes: DCNv2 (modulated), per-pixel digit classes on 64x64 canvases"),
+    "deform_rts": ("regular_rts", "digits: DCNv1, trained on rotated/translated/scaled digits"),
+    "deform_plain": ("regular_plain", "digits: DCNv1, trained on plain digits"),
+    "deform2_plain": ("regular_plain", "digits: DCNv2 (modulated), trained on plain digits"),
+}
+
+
+def twin_of(name: str) -> str | None:
+    """The regular twin of a shipped deformable checkpoint name (or path), or None."""
+    entry = TWINS.get(Path(name).stem)
+    return entry[0] if entry else None
+
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(

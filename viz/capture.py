@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -79,6 +79,28 @@ class Capture:
     @property
     def top(self) -> LayerCapture:
         return self.layers[-1]
+
+    def select(self, images: list[int]) -> Capture:
+        """The same capture restricted to some images of the batch, in the given order."""
+        idx = torch.as_tensor(images, dtype=torch.long)
+
+        def pick(t: Tensor | None) -> Tensor | None:
+            return t[idx] if t is not None else None
+
+        return Capture(
+            images=self.images[idx],
+            logits=self.logits[idx],
+            layers=[
+                replace(
+                    lc,
+                    offsets_yx=lc.offsets_yx[idx] if lc.offsets_yx.shape[0] == self.images.shape[0] else lc.offsets_yx,
+                    mask=pick(lc.mask),
+                    inputs=pick(lc.inputs),
+                    outputs=pick(lc.outputs),
+                )
+                for lc in self.layers
+            ],
+        )
 
 
 class _Recorder:

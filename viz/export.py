@@ -4,7 +4,10 @@
     python -m viz.export --figure receptive_field --format svg
     python -m viz.export --digits 7 my_digit.png --out out/
 
-Figures: receptive_field (the paper's figure recreated), levels (9 -> 81 -> 729 points),
+Scene figures (dense models on the bundled test scenes): scene_receptive_field (the paper's
+Figure 6: background / small digit / large digit units, deformable vs regular twin) and
+scene_dilation (effective dilation against digit size).
+Digit figures: receptive_field (the paper's figure on one digit), levels (9 -> 81 -> 729 points),
 offset_field (mean offsets per layer), adaptation (scaled and rotated digit, effective dilation
 vs scale), modulation (DCNv2 weights). No browser, GPU or download needed.
 """
@@ -21,19 +24,26 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 import viz
+from models.catalog import twin_of
 from models.runtime import use_all_cpu_threads
+from models.scenes import size_class
 from viz.figures import (
     FigureSpec,
     adaptation_figure,
+    dilation_vs_size_figure,
     levels_figure,
     modulation_figure,
     offset_field_figure,
     receptive_field_figure,
+    scene_receptive_field_figure,
 )
 from viz.render import FORMATS, render
-from viz.samples import load_samples
+from viz.samples import load_samples, load_scene_samples
+from viz.scene_stats import pick_units
 
-FIGURES = ("receptive_field", "levels", "offset_field", "adaptation", "modulation")
+SCENE_FIGURES = ("scene_receptive_field", "scene_dilation")
+DIGIT_FIGURES = ("receptive_field", "levels", "offset_field", "adaptation", "modulation")
+FIGURES = SCENE_FIGURES + DIGIT_FIGURES
 DEFAULT_DIGIT = 1  # a "2": its strokes leave background on both sides
 
 
@@ -64,15 +74,6 @@ def load_digit(spec: str) -> tuple[torch.Tensor, str]:
         raise ExportError(f"image {spec!r}: {exc}") from None
 
 
-def _twin(checkpoint: str) -> str:
-    """The regular twin of a shipped deformable checkpoint name (deform_rts -> regular_rts)."""
-    name = Path(checkpoint).stem
-    for prefix in ("deform2_", "deform_"):
-        if name.startswith(prefix):
-            return "regular_" + name[len(prefix) :]
-    return "regular_plain"
-
-
 def builders(deform, regular, modulated, digit: torch.Tensor) -> dict[str, Callable[[], FigureSpec]]:
     return {
         "receptive_field": lambda: receptive_field_figure(deform, regular, digit),
@@ -80,6 +81,35 @@ def builders(deform, regular, modulated, digit: torch.Tensor) -> dict[str, Calla
         "offset_field": lambda: offset_field_figure(deform, digit),
         "adaptation": lambda: adaptation_figure(deform, regular, digit),
         "modulation": lambda: modulation_figure(modulated, digit),
+    }
+
+
+def scene_builders(args: argparse.Namespace) -> dict[str, Callable[[], FigureSpec]]:
+    """Capture the bundled test scenes with the scene model and its twin once; the two scene
+    figures are built from those captures."""
+    deform = viz.load(args.scene_checkpoint)
+    regular = viz.load(args.scene_regular or twin_of(args.scene_checkpoint) or "scene_regular")
+    scenes = load_scene_samples()
+    boxes = [scenes.boxes[scenes.digits_of(i)] for i in range(len(scenes))]
+    heights = [scenes.heights[scenes.digits_of(i)] for i in range(len(scenes))]
+    if args.scenes is None:
+        chosen = [i for i in range(len(scenes)) if {0, 2} <= set(size_class(heights[i]).tolist())][:2]
+    else:
+        bad = [i for i in args.scenes if not 0 <= i < len(scenes)]
+        if bad:
+            raise ExportError(f"scene index {bad[0]} out of range: the bundled scenes are 0..{len(scenes) - 1}")
+        chosen = list(args.scenes)
+    cap_d, cap_r = viz.capture(deform, scenes.images), viz.capture(regular, scenes.images)
+
+    def receptive_field() -> FigureSpec:
+        sub_d, sub_r = cap_d.select(chosen), cap_r.select(chosen)
+        picks = [pick_units(sub_d, boxes[i], heights[i], image=k) for k, i in enumerate(chosen)]
+        return scene_receptive_field_figure(sub_d, sub_r, picks)
+
+    names = (Path(args.scene_checkpoint).stem, Path(args.scene_regular or twin_of(args.scene_checkpoint) or "").stem)
+    return {
+        "scene_receptive_field": receptive_field,
+        "scene_dilation": lambda: dilation_vs_size_figure({names[0]: cap_d, names[1]: cap_r}, boxes, heights),
     }
 
 
@@ -98,6 +128,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="regular-conv checkpoint for comparison rows (default: the twin of --checkpoint)",
     )
     p.add_argument("--dcnv2", default="deform2_plain", help="DCNv2 checkpoint for the modulation figure")
+    p.add_argument("--scene-checkpoint", default="scene_deform", help="deformable scene model for the scene figures")
+    p.add_argument(
+        "--scene-regular", default=None, help="regular scene model (default: the twin of --scene-checkpoint)"
+    )
+    p.add_argument(
+        "--scenes",
+        nargs="+",
+        type=int,
+        default=None,
+        help="bundled test scenes (0..47) for scene_receptive_field (default: the first two holding a small and a large digit)",
+    )
     p.add_argument(
         "--digits",
         nargs="+",
@@ -115,21 +156,33 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     use_all_cpu_threads()
+    wanted = [f for f in FIGURES if f in (args.figure or FIGURES)]
+    digit_wanted = [f for f in wanted if f in DIGIT_FIGURES]
+    out = Path(args.out)
+    start = time.perf_counter()
     try:
-        deform = viz.load(args.checkpoint)
-        regular = viz.load(args.regular or _twin(args.checkpoint))
-        wanted = args.figure or list(FIGURES)
-        modulated = viz.load(args.dcnv2) if "modulation" in wanted else None
-        digits = [load_digit(d) for d in args.digits]
+        if digit_wanted:
+            deform = viz.load(args.checkpoint)
+            regular = viz.load(args.regular or twin_of(args.checkpoint) or "regular_plain")
+            if not any(layer.deformable for layer in deform.sampling_layers()):
+                raise ExportError(
+                    f"--checkpoint {args.checkpoint!r} has no deformable layer; pass a deformable model "
+                    "(its regular twin goes in --regular)"
+                )
+            modulated = viz.load(args.dcnv2) if "modulation" in digit_wanted else None
+            digits = [load_digit(d) for d in args.digits]
+        scene_makers = scene_builders(args) if any(f in SCENE_FIGURES for f in wanted) else {}
     except (viz.CheckpointError, ExportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    out = Path(args.out)
-    start = time.perf_counter()
-    for k, (digit, source) in enumerate(digits):
+    for name in (f for f in wanted if f in SCENE_FIGURES):
+        t0 = time.perf_counter()
+        path = render(scene_makers[name](), out, args.format)
+        print(f"[{name}] {path} ({time.perf_counter() - t0:.1f} s; bundled test scenes)", flush=True)
+    for k, (digit, source) in enumerate(digits if digit_wanted else []):
         folder = out if len(digits) == 1 else out / f"digit_{args.digits[k].replace('/', '_')}"
         makers = builders(deform, regular, modulated, digit)
-        for name in wanted:
+        for name in digit_wanted:
             t0 = time.perf_counter()
             path = render(makers[name](), folder, args.format)
             print(f"[{name}] {path} ({time.perf_counter() - t0:.1f} s; {source})", flush=True)

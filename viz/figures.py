@@ -310,3 +310,105 @@ __all__ = [
     "receptive_field_figure",
     "regular_grid",
 ]
+
+
+def _extent_with(cap: Capture, xs: list[np.ndarray], ys: list[np.ndarray], margin: float = 1.0):
+    """Image axes grown to hold every drawn point (the image frame is then outlined)."""
+    x0, x1, y1, y0 = _extent(cap)  # (-0.5, w - 0.5, h - 0.5, -0.5)
+    allx = np.concatenate([np.asarray(v, dtype=float).ravel() for v in xs] + [np.array([x0, x1])])
+    ally = np.concatenate([np.asarray(v, dtype=float).ravel() for v in ys] + [np.array([y0, y1])])
+    lo_x, hi_x = min(x0, allx.min() - margin), max(x1, allx.max() + margin)
+    lo_y, hi_y = min(y0, ally.min() - margin), max(y1, ally.max() + margin)
+    return (lo_x, hi_x, hi_y, lo_y), (lo_x, hi_x, lo_y, hi_y) != (x0, x1, y0, y1)
+
+
+def frame_layer(cap: Capture) -> Layer:
+    """The image's outline, drawn when points fall outside it."""
+    x0, x1, y1, y0 = _extent(cap)
+    xs, ys = np.array([x0, x1, x1, x0]), np.array([y0, y0, y1, y1])
+    return Layer("segments", xs, ys, "image frame", GRID_GREY, x2=np.roll(xs, -1), y2=np.roll(ys, -1))
+
+
+def scene_receptive_field_figure(
+    deform: Capture,
+    regular: Capture,
+    picks: list[dict[str, tuple[int, int] | None]],
+    method: str = BILINEAR,
+    names: tuple[str, str] = ("deformable", "regular twin"),
+) -> FigureSpec:
+    """The paper's Figure 6 on scenes: for every captured scene, a unit on the background, on a
+    small digit and on a large digit with their 9^L back-projected points; the deformable model's
+    row, then the regular twin's. ``picks[i]`` names the units of image ``i``
+    (:func:`viz.scene_stats.pick_units`)."""
+    panels = []
+    for i, units in enumerate(picks):
+        for cap, row in ((deform, names[0]), (regular, names[1])):
+            for what in ("background", "small", "large"):
+                unit = units.get(what)
+                if unit is None:
+                    continue
+                pts = backproject(cap, unit, method=method, image=i)
+                layers = [points_layer(pts), unit_layer(pts)]
+                extent, grown = _extent_with(cap, [pts.x.numpy()], [pts.y.numpy()])
+                if grown:
+                    layers.insert(0, frame_layer(cap))
+                label = "background" if what == "background" else f"{what} digit"
+                panels.append(Panel(f"scene {i + 1}, {row}: unit on the {label}", _img(cap, i), layers, extent=extent))
+    return FigureSpec(
+        "scene_receptive_field",
+        "Where three stacked 3x3 layers sample: background, small digit, large digit",
+        f"Red: the 9^3 = 729 sampling locations of the green top-layer unit, back-projected through three 3x3 layers "
+        f"({method} method). Rows alternate: the deformable scene model, then its regular twin (a fixed 7x7 lattice, "
+        "4 px apart). The deformable points reach wide on the background, gather on a small digit and spread over a "
+        "large one. After Dai et al., ICCV 2017, Fig. 6.",
+        panels,
+        ncols=3,
+    )
+
+
+def dilation_vs_size_figure(
+    captures: dict[str, Capture], boxes: list[Tensor], heights: list[Tensor], colors: dict[str, str] | None = None
+) -> FigureSpec:
+    """Top-layer effective dilation of every unit lying in a digit against the digit's height:
+    one dot per unit, binned means per model. ``boxes[i]``, ``heights[i]``: image ``i``'s digits."""
+    from viz.scene_stats import unit_digits
+    from viz.stats import effective_dilation
+
+    layers = []
+    palette = [POINT_RED, GRID_GREY, "#377eb8", "#984ea3"]
+    for m, (name, cap) in enumerate(captures.items()):
+        color = (colors or {}).get(name, palette[m % len(palette)])
+        hs, ds = [], []
+        for i in range(cap.images.shape[0]):
+            d = unit_digits(cap, boxes[i])
+            on = d >= 0
+            if on.any():
+                hs.append(heights[i][d[on]].numpy())
+                ds.append(effective_dilation(cap, image=i)[on].numpy())
+        h, dv = np.concatenate(hs), np.concatenate(ds)
+        layers.append(Layer("points", h, dv, f"{name}: one unit", color, alphas=np.full(len(h), 0.25)))
+        edges = np.arange(8, 60, 6)
+        centres, means = [], []
+        for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+            sel = (h >= lo) & (h < hi)
+            if sel.sum() >= 3:
+                centres.append((lo + hi) / 2)
+                means.append(float(dv[sel].mean()))
+        layers.append(Layer("curve", np.array(centres), np.array(means), f"{name}: mean per 6 px bin", color))
+    return FigureSpec(
+        "scene_dilation",
+        "Effective dilation grows with the digit",
+        "Each dot: a top-layer unit whose centre lies in a digit's box, at that digit's height; lines: means per 6 px "
+        "bin of height. Effective dilation = mean distance between adjacent taps' sampling locations (Dai et al. 2017, "
+        "Table 2); a regular 3x3 layer at stride 4 scores 4 px everywhere.",
+        [
+            Panel(
+                "top layer, test scenes",
+                None,
+                layers,
+                xlabel="digit height (px)",
+                ylabel="effective dilation (px)",
+            )
+        ],
+        ncols=1,
+    )

@@ -75,7 +75,11 @@ def _rgba(color: str) -> tuple[float, float, float, float]:
 
 def _mpl_panel(ax, panel: Panel, legend: bool = True) -> None:
     if panel.image is not None:
-        ax.imshow(panel.image, cmap="gray", vmin=0, vmax=1, extent=panel.extent, interpolation="nearest")
+        h, w = panel.image.shape[:2]
+        # the image keeps its own pixel frame; panel.extent only sets the axes (it may be larger)
+        ax.imshow(
+            panel.image, cmap="gray", vmin=0, vmax=1, extent=(-0.5, w - 0.5, h - 0.5, -0.5), interpolation="nearest"
+        )
     for layer in panel.layers:
         _mpl_layer(ax, layer)
     if panel.extent is not None:
