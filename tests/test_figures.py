@@ -107,3 +107,42 @@ def test_modulation_sizes_follow_mask_products(models, digit):
     assert np.allclose(layer.sizes, 4 + 60 * w / w.max())
     with pytest.raises(ValueError, match="DCNv2"):
         modulation_figure(models["deform_rts"], digit)
+
+
+def test_scene_figures_draw_the_backprojected_points_of_the_picked_units():
+    from models import SceneNet
+    from viz.figures import dilation_vs_size_figure, scene_receptive_field_figure
+    from viz.scene_stats import pick_units, unit_digits
+
+    torch.manual_seed(0)
+    deform = SceneNet("deform", widths=(8, 8, 8, 8, 8)).eval()
+    for name, p in deform.named_parameters():
+        if "offset_conv" in name:
+            torch.nn.init.normal_(p, std=2.0 if name.endswith("bias") else 0.3)
+    regular = SceneNet("regular", widths=(8, 8, 8, 8, 8)).eval()
+    images = torch.rand(2, 1, 64, 64)
+    boxes = [torch.tensor([[2.0, 2.0, 14.0, 14.0], [20.0, 20.0, 62.0, 62.0]]), torch.tensor([[30.0, 5.0, 45.0, 20.0]])]
+    heights = [torch.tensor([12.0, 42.0]), torch.tensor([15.0])]
+    cap_d, cap_r = viz.capture(deform, images), viz.capture(regular, images)
+    picks = [pick_units(cap_d, boxes[i], heights[i], image=i) for i in range(2)]
+    spec = scene_receptive_field_figure(cap_d, cap_r, picks)
+    # scene 1: background, small, large for both models; scene 2 has no large digit
+    assert len(spec.panels) == 2 * 3 + 2 * 2
+    first = spec.panels[0]
+    pts = viz.backproject(cap_d, picks[0]["background"], image=0)
+    drawn = next(layer for layer in first.layers if layer.kind == "points")
+    assert np.array_equal(drawn.x, pts.x[pts.level == 3].numpy())
+    for panel in spec.panels:  # every point is inside the axes, none hidden
+        x0, x1, y1, y0 = panel.extent
+        for layer in panel.layers:
+            if layer.kind == "points":
+                assert (
+                    (layer.x >= x0).all() and (layer.x <= x1).all() and (layer.y >= y0).all() and (layer.y <= y1).all()
+                )
+    lattice = next(layer for layer in spec.panels[3].layers if layer.kind == "points")
+    assert len(set(lattice.x.tolist())) <= 7  # the regular twin: a 7x7 lattice
+    dil = dilation_vs_size_figure({"deform": cap_d, "regular": cap_r}, boxes, heights)
+    dots = [layer for layer in dil.panels[0].layers if layer.kind == "points"]
+    n_units = sum(int((unit_digits(cap_d, boxes[i]) >= 0).sum()) for i in range(2))
+    assert [len(d.x) for d in dots] == [n_units, n_units]
+    assert np.allclose(dots[1].y, 4.0)  # the regular twin: 4 px everywhere
