@@ -1,4 +1,5 @@
-"""deformscope: draw or upload a digit and watch where the deformable layers look.
+"""deformscope: watch where deformable layers look, on scenes of digits of many sizes or on
+one digit.
 
 streamlit run app.py
 """
@@ -9,22 +10,21 @@ import time
 
 import streamlit as st
 
+import app_scenes
 import viz
+from models.catalog import TWINS
 from viz import interactive as ia
 from viz.samples import load_samples
 
 st.set_page_config(page_title="deformscope", layout="wide")
 
-MODEL_PAIRS = {
-    "deform_rts": ("deformable, trained on rotated/translated/scaled digits", "regular_rts"),
-    "deform_plain": ("deformable, trained on plain digits", "regular_plain"),
-    "deform2_plain": ("DCNv2 (modulated), trained on plain digits", "regular_plain"),
-}
+MODEL_PAIRS = {name: (desc, twin) for name, (twin, desc) in TWINS.items() if not name.startswith("scene_")}
 CANVAS_KEY = "canvas"
 
 
 @st.cache_resource(show_spinner="Loading checkpoints...")
 def load_model(name: str):
+    # Shared by every browser session: viz.capture records per call, so sharing is safe.
     return viz.load(name)
 
 
@@ -76,23 +76,39 @@ with st.expander("What am I looking at?", expanded=False):
     st.markdown(
         "A deformable convolution (Dai et al., *Deformable Convolutional Networks*, ICCV 2017; "
         "DCNv2 adds a modulation mask) lets each of a 3x3 kernel's 9 taps move by a learned offset. "
-        "These MNIST models end in three stacked 3x3 deformable layers, so one unit of the top layer "
+        "These models end in three stacked 3x3 deformable layers, so one unit of the top layer "
         "depends on 9 x 9 x 9 = **729 sampling points**. Red dots are those points, back-projected to "
         "input pixels exactly as the operator sampled them (tested against `torchvision.ops.deform_conv2d`); "
-        "the green square is the unit. Click a unit to move it. The regular twin samples a fixed 7x7 lattice."
+        "the green square is the unit. Click a unit to move it. The regular twin samples a fixed 7x7 lattice.\n\n"
+        "**Scenes** (the default) are 64x64 canvases with digits of very different sizes, labelled pixel by pixel "
+        "by a dense model, as in the paper's segmentation setting: there the points reach wide on the background, "
+        "gather on small digits and spread over large ones. **Single digit** shows the 28x28 MNIST classifiers."
     )
 
 with st.sidebar:
-    st.header("Model")
-    ckpt = st.selectbox("Checkpoint", list(MODEL_PAIRS), format_func=lambda k: f"{k}: {MODEL_PAIRS[k][0]}")
+    mode = st.radio(
+        "Mode",
+        ["Scenes", "Single digit"],
+        key="mode",
+        help="Scenes: dense models on canvases with digits of many sizes. Single digit: the 28x28 MNIST classifiers.",
+    )
     st.header("Points")
-    levels = st.slider("Levels (layers back-projected)", 1, 3, 3)
+    levels = st.slider("Levels (layers back-projected)", 1, 3, 3, key="levels")
     method = st.radio(
         "Reading between units",
         viz.METHODS,
         index=1,
+        key="method",
         help="nearest: round (public MXNet-demo style); bilinear: interpolate offsets; exact: expand to the 4 neighbours with weights",
     )
+
+if mode == "Scenes":
+    app_scenes.page(load_model, levels, method)
+    st.stop()
+
+with st.sidebar:
+    st.header("Model")
+    ckpt = st.selectbox("Checkpoint", list(MODEL_PAIRS), format_func=lambda k: f"{k}: {MODEL_PAIRS[k][0]}")
     show_regular = st.toggle("Show the regular twin's fixed grid instead", value=False)
 
 try:

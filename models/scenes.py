@@ -276,6 +276,47 @@ def generate(
     )
 
 
+def rescale_digit(image: Tensor, instances: Tensor, index: int, factor: float) -> tuple[Tensor, Tensor]:
+    """Redraw digit ``index`` of a scene ``factor`` times larger (or smaller), about its centre.
+
+    The digit is taken as the pixels of its box that it owns or that belong to no digit (its
+    faint edges), removed, resized bilinearly and put back centred where it was, clipped to the
+    canvas; the other digits stay. Returns the new ``image (S, S)`` and the digit's new box
+    ``(4,)`` as ``(x0, y0, x1, y1)`` (tight around its visible ink, ``BOX_INK``).
+    """
+    s_h, s_w = image.shape
+    mine = instances == index
+    ys, xs = mine.nonzero(as_tuple=True)
+    if ys.numel() == 0:
+        raise ValueError(f"digit {index} owns no pixel in this scene")
+    y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+    # grow by 2 px to take the anti-aliased edge below INK along
+    y0, x0, y1, x1 = max(0, y0 - 2), max(0, x0 - 2), min(s_h, y1 + 2), min(s_w, x1 + 2)
+    region = torch.zeros_like(image, dtype=torch.bool)
+    region[y0:y1, x0:x1] = True
+    take = region & ((instances == index) | (instances < 0))
+    glyph = torch.where(take, image, torch.zeros_like(image))[y0:y1, x0:x1]
+    rest = torch.where(take, torch.zeros_like(image), image)
+    nh, nw = max(2, round((y1 - y0) * factor)), max(2, round((x1 - x0) * factor))
+    big = F.interpolate(glyph[None, None], size=(nh, nw), mode="bilinear", antialias=factor < 1, align_corners=False)
+    big = big[0, 0].clamp(0, 1)
+    cy, cx = (y0 + y1) / 2, (x0 + x1) / 2
+    ty, tx = round(cy - nh / 2), round(cx - nw / 2)
+    canvas = torch.zeros_like(image)
+    sy0, sx0 = max(0, ty), max(0, tx)
+    sy1, sx1 = min(s_h, ty + nh), min(s_w, tx + nw)
+    if sy1 > sy0 and sx1 > sx0:
+        canvas[sy0:sy1, sx0:sx1] = big[sy0 - ty : sy1 - ty, sx0 - tx : sx1 - tx]
+    out = torch.maximum(rest, canvas)
+    ink = canvas > BOX_INK
+    rows, cols = ink.any(1).nonzero().flatten(), ink.any(0).nonzero().flatten()
+    if rows.numel() == 0:
+        box = torch.tensor([cx, cy, cx + 1, cy + 1]).floor()
+    else:
+        box = torch.tensor([float(cols[0]), float(rows[0]), float(cols[-1]) + 1, float(rows[-1]) + 1])
+    return out, box
+
+
 def config_from_dict(d: dict[str, object] | None) -> SceneConfig:
     """A :class:`SceneConfig` from a stored dict (unknown keys are an error)."""
     return SceneConfig(**(d or {}))  # type: ignore[arg-type]
@@ -294,5 +335,6 @@ __all__ = [
     "config_from_dict",
     "generate",
     "make_scene",
+    "rescale_digit",
     "size_class",
 ]

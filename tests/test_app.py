@@ -17,9 +17,12 @@ from tests.conftest import REPO
 APP = str(REPO / "app.py")
 
 
-def _run() -> AppTest:
+def _run(mode: str = "Single digit") -> AppTest:
     at = AppTest.from_file(APP, default_timeout=120).run()
     assert not at.exception, [e.message for e in at.exception]
+    if mode != "Scenes":
+        at.radio(key="mode").set_value(mode).run()
+        assert not at.exception, [e.message for e in at.exception]
     return at
 
 
@@ -53,10 +56,10 @@ def test_unit_sliders_and_levels_move_the_points():
     at = _run()
     at.slider(key="unit_row").set_value(3).run()
     assert any("Unit (3," in c.value for c in at.caption)
-    at.sidebar.slider[0].set_value(2).run()
+    at.slider(key="levels").set_value(2).run()
     assert any("81 sampling points at level 2" in c.value for c in at.caption)
     for method in viz.METHODS:
-        at.sidebar.radio[0].set_value(method).run()
+        at.radio(key="method").set_value(method).run()
         assert not at.exception
     at.sidebar.toggle[0].set_value(True).run()
     assert not at.exception
@@ -139,10 +142,12 @@ def test_missing_and_corrupt_checkpoints(tmp_path, monkeypatch):
     monkeypatch.setattr(viz, "CHECKPOINT_DIR", tmp_path)
     at = AppTest.from_file(APP, default_timeout=120).run()
     assert not at.exception
+    assert any("Could not load the scene models" in e.value and "scene_deform" in e.value for e in at.error)
+    at.radio(key="mode").set_value("Single digit").run()
+    assert not at.exception
     assert any("Could not load the model" in e.value and "deform_rts" in e.value for e in at.error)
     (tmp_path / "deform_rts.pt").write_bytes(b"garbage")
     st.cache_resource.clear()
-    at = AppTest.from_file(APP, default_timeout=120).run()
-    assert not at.exception
+    at = _run()
     assert any("truncated, corrupt" in e.value for e in at.error)
     st.cache_resource.clear()

@@ -76,3 +76,16 @@ def test_capture_select_keeps_the_chosen_images():
     assert torch.allclose(sub.layers[1].offsets_yx[0], one.layers[1].offsets_yx[0], atol=1e-6)
     assert torch.allclose(viz.backproject(sub, (3, 4)).x, viz.backproject(cap, (3, 4), image=2).x)
     assert torch.equal(sub.images[1], x[0])
+
+
+def test_ink_boxes_find_separate_digits_and_join_close_strokes():
+    from viz.scene_stats import ink_boxes
+
+    img = torch.zeros(64, 64)
+    img[5:15, 5:8] = 1.0  # a small bar
+    img[30:60, 20:24] = 1.0  # a tall stroke ...
+    img[30:33, 26:40] = 0.8  # ... and a second stroke 2 px away: the same digit
+    img[50:52, 50:52] = 1.0  # 4 pixels: noise, dropped
+    boxes = ink_boxes(img)
+    assert boxes.tolist() == [[5.0, 5.0, 8.0, 15.0], [20.0, 30.0, 40.0, 60.0]]
+    assert ink_boxes(torch.zeros(1, 64, 64)).shape == (0, 4)

@@ -116,3 +116,27 @@ def test_test_scenes_are_made_of_the_named_test_digits(mnist_dir):
         assert corr > 0.8, f"digit {d} does not look like MNIST test digit {int(sc.source[d])}"
         checked += 1
     assert checked >= 10, checked
+
+
+def test_rescale_digit_grows_and_shrinks_one_digit_about_its_centre():
+    from models.scenes import rescale_digit
+
+    digits, labels = _pool()
+    sc = generate(digits, labels, 40, seed=11)
+    s = next(i for i in range(len(sc)) if len(sc.digits_of(i)) >= 2)
+    d0 = int(sc.digits_of(s)[0])
+    box = sc.boxes[d0]
+    for factor in (0.5, 1.6):
+        image, new_box = rescale_digit(sc.images[s, 0], sc.instances[s], 0, factor)
+        h_old, h_new = float(box[3] - box[1]), float(new_box[3] - new_box[1])
+        if factor > 1 and h_old * factor > 60:
+            continue  # clipped by the canvas
+        assert h_new == pytest.approx(h_old * factor, abs=3)
+        centre_old = (box[:2] + box[2:]) / 2
+        centre_new = (new_box[:2] + new_box[2:]) / 2
+        assert torch.allclose(centre_old, centre_new, atol=2.5)
+        # the other digits' ink is untouched where the rescaled digit does not reach
+        others = (sc.instances[s] >= 1) & (image < sc.images[s, 0] - 1e-6)
+        assert not others.any()
+    with pytest.raises(ValueError, match="owns no pixel"):
+        rescale_digit(sc.images[s, 0], sc.instances[s], 9, 2.0)

@@ -20,12 +20,26 @@ from viz.geometry import BILINEAR
 from viz.stats import dilation_summary, on_digit_units, unit_pixels
 
 POINT_RED, UNIT_GREEN, GRID_GREY = "#e41a1c", "#2ca02c", "#7f7f7f"
+#: Colours of the 10 digit classes in segmentation overlays (matplotlib's tab10).
+DIGIT_COLORS = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
 
 
 @dataclass
 class Layer:
     """One drawn element. ``kind``: ``points`` (x, y, sizes, alphas), ``unit`` (a marker),
-    ``segments`` (x, y, x2, y2), ``arrows`` (x, y, u, v) or ``curve`` (x, y)."""
+    ``units`` (clickable unit cells with their (row, col) in ``custom``; interactive renderers
+    only), ``segments`` (x, y, x2, y2), ``arrows`` (x, y, u, v) or ``curve`` (x, y)."""
 
     kind: str
     x: np.ndarray
@@ -36,6 +50,7 @@ class Layer:
     y2: np.ndarray | None = None
     sizes: np.ndarray | None = None
     alphas: np.ndarray | None = None
+    custom: np.ndarray | None = None  # ``units``: (N, 2) row and column of each clickable unit
 
 
 @dataclass
@@ -46,6 +61,7 @@ class Panel:
     xlabel: str = "x (input pixel)"
     ylabel: str = "y (input pixel)"
     extent: tuple[float, float, float, float] | None = None  # x0, x1, y0, y1 (image axes)
+    overlay: np.ndarray | None = None  # (H, W, 4) RGBA in [0, 1] over the image (segmentation)
 
 
 @dataclass
@@ -411,4 +427,74 @@ def dilation_vs_size_figure(
             )
         ],
         ncols=1,
+    )
+
+
+def segmentation_overlay(classes: Tensor, alpha: float = 0.45, background: int = 10) -> np.ndarray:
+    """``(H, W)`` class map -> ``(H, W, 4)`` RGBA: each digit class in its colour, background clear."""
+    from matplotlib.colors import to_rgb
+
+    palette = np.array([to_rgb(c) for c in DIGIT_COLORS] + [(0.0, 0.0, 0.0)])
+    cls = classes.numpy().astype(int).clip(0, background)
+    rgba = np.zeros((*cls.shape, 4))
+    rgba[..., :3] = palette[cls]
+    rgba[..., 3] = np.where(cls == background, 0.0, alpha)
+    return rgba
+
+
+def units_layer(cap: Capture, label: str = "units (click one)") -> Layer:
+    """Every top-layer unit as a clickable cell carrying its (row, col)."""
+    uy, ux = unit_pixels(cap)
+    rows, cols = np.meshgrid(np.arange(uy.shape[0]), np.arange(uy.shape[1]), indexing="ij")
+    return Layer(
+        "units",
+        ux.flatten().numpy(),
+        uy.flatten().numpy(),
+        label,
+        UNIT_GREEN,
+        custom=np.stack([rows.flatten(), cols.flatten()], 1),
+    )
+
+
+def merged_points_layer(pts: Points, level: int, label: str, color: str = POINT_RED) -> Layer:
+    """Points of one level with coincident positions merged, point size growing with how many
+    samples share the position (a regular lattice stacks many samples on few positions)."""
+    sel = pts.where(level=level)
+    xy = np.stack([pts.x[sel].numpy(), pts.y[sel].numpy()], 1)
+    uniq, counts = np.unique(np.round(xy, 4), axis=0, return_counts=True)
+    return Layer("points", uniq[:, 0], uniq[:, 1], label, color, sizes=6 + 10 * np.sqrt(counts / counts.max()) ** 2)
+
+
+def scene_unit_figure(
+    deform: Capture,
+    regular: Capture,
+    unit: tuple[int, int],
+    levels: int | None = None,
+    method: str = BILINEAR,
+    overlay: bool = True,
+    names: tuple[str, str] = ("deformable", "regular twin"),
+) -> FigureSpec:
+    """The app's main scene view: the chosen unit's back-projected points for the deformable
+    model and, beside it, its regular twin; clickable units; the predicted segmentation as a
+    colour overlay. Axes grow to show every point; the image frame is outlined then."""
+    panels = []
+    for cap, name in ((deform, names[0]), (regular, names[1])):
+        pts = backproject(cap, unit, levels=levels, method=method)
+        lvl = pts.levels
+        n = pts.count(level=lvl)
+        if cap.top.deformable:
+            layer = points_layer(pts, lvl, f"{n} sampling points (level {lvl})")
+        else:
+            layer = merged_points_layer(pts, lvl, "")
+            layer.label = f"{n} samples on {len(layer.x)} positions (size = count)"
+        extent, grown = _extent_with(cap, [layer.x], [layer.y])
+        layers = ([frame_layer(cap)] if grown else []) + [units_layer(cap), layer, unit_layer(pts, f"unit {unit}")]
+        seg = segmentation_overlay(cap.predictions[0]) if overlay and cap.logits.dim() == 4 else None
+        panels.append(Panel(name, _img(cap), layers, extent=extent, overlay=seg))
+    return FigureSpec(
+        "scene_unit",
+        f"Unit {unit}: where it samples",
+        f"{method} back-projection through {levels or len(deform.layers)} layers",
+        panels,
+        ncols=2,
     )

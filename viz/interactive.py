@@ -19,12 +19,11 @@ from torch import Tensor, nn
 from viz.backproject import backproject, regular_grid
 from viz.capture import Capture, capture
 from viz.figures import centre_unit, offset_field_figure
-from viz.preprocess import preprocess
+from viz.preprocess import MAX_PIXELS, preprocess
 from viz.render import add_panel_traces
 from viz.stats import dilation_summary, effective_dilation, sampling_density, unit_pixels
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
-MAX_PIXELS = 16_000_000  # decompression-bomb guard: decoded images larger than this are refused
 UPLOAD_TYPES = ("png", "jpg", "jpeg", "bmp", "gif", "webp")
 
 

@@ -92,20 +92,33 @@ def _ink(arr: np.ndarray) -> np.ndarray:
     return np.clip(ink, 0.0, None)
 
 
-def preprocess(image: Image.Image | np.ndarray | Tensor) -> Tensor:
-    """Any digit image -> MNIST format ``(1, 28, 28)`` float32 in [0, 1], white on black.
+#: Images with more pixels than this are refused (the app's upload guard uses the same limit).
+MAX_PIXELS = 16_000_000
+#: Side of the scene canvas the scene models were trained on.
+SCENE_SIZE = 64
 
-    Accepts a PIL image (any mode: grey, RGB, RGBA/transparent, palette, CMYK, 16-bit; the
-    first frame of an animation), a numpy array ``(H, W)``, ``(H, W, 1|3|4)`` of integers,
-    floats ([0, 1] or [0, 255]) or booleans, or a torch tensor of the same layouts (or
-    ``(1, H, W)``). Dark-on-light and light-on-dark are both handled (polarity is read from
-    the border), and so is a drawing whose background is transparent.
+
+def to_ink(image: Image.Image | np.ndarray | Tensor) -> np.ndarray:
+    """Any picture -> ink strength ``(H, W)`` float64 in [0, 1], 1 = strongest ink.
+
+    Accepts a PIL image (any mode: grey, RGB, RGBA/transparent, palette, CMYK, 16-bit; the first
+    frame of an animation; EXIF orientation applied), a numpy array ``(H, W)``,
+    ``(H, W, 1|3|4)`` of integers, floats ([0, 1] or [0, 255]) or booleans, or a torch tensor of
+    the same layouts (or ``(C, H, W)``). Dark-on-light and light-on-dark are both handled
+    (polarity is read from the border), and so is a drawing on a transparent background.
 
     Raises:
-        PreprocessError: empty or blank image, unsupported type, shape or values.
+        PreprocessError: empty, blank or huge image, unsupported type, shape or values.
     """
     if isinstance(image, Image.Image):
-        arr = _pil_to_array(image)
+        w, h = image.size
+        if w * h > MAX_PIXELS:
+            raise PreprocessError(f"image of {w}x{h} pixels is too large (limit {MAX_PIXELS / 1e6:.0f} megapixels)")
+        try:
+            image = ImageOps.exif_transpose(image)  # phone photos: the orientation the camera meant
+            arr = _pil_to_array(image)
+        except (OSError, SyntaxError) as exc:  # PIL decodes lazily: truncated files fail here
+            raise PreprocessError(f"the image could not be decoded ({exc}); it may be truncated or corrupt") from None
     elif isinstance(image, Tensor):
         t = image.detach().cpu()
         if t.dim() == 3 and t.shape[0] in (1, 3, 4) and t.shape[-1] not in (1, 3, 4):
@@ -117,11 +130,25 @@ def preprocess(image: Image.Image | np.ndarray | Tensor) -> Tensor:
         raise PreprocessError(f"expected a PIL image, numpy array or torch tensor, got {type(image).__name__}")
     if arr.ndim not in (2, 3) or min(arr.shape[:2]) < 4:
         raise PreprocessError(f"image of shape {arr.shape} is too small or not 2-D (need at least 4x4 pixels)")
+    if arr.shape[0] * arr.shape[1] > MAX_PIXELS:
+        raise PreprocessError(f"image of shape {arr.shape[:2]} is too large (limit {MAX_PIXELS / 1e6:.0f} megapixels)")
     ink = _ink(arr)
     peak = float(ink.max())
     if peak < MIN_CONTRAST:
         raise PreprocessError("the image is empty: no digit found (blank canvas or uniform image)")
-    ink = np.clip(ink / peak, 0.0, 1.0)
+    return np.clip(ink / peak, 0.0, 1.0)
+
+
+def preprocess(image: Image.Image | np.ndarray | Tensor) -> Tensor:
+    """Any digit image -> MNIST format ``(1, 28, 28)`` float32 in [0, 1], white on black.
+
+    Inputs as for :func:`to_ink`. The digit's box is scaled to fit 20x20 and its centre of mass
+    put at the centre of the 28x28 field, as MNIST was made.
+
+    Raises:
+        PreprocessError: empty, blank or huge image, unsupported type, shape or values.
+    """
+    ink = to_ink(image)
     rows = np.flatnonzero((ink > CROP_THRESHOLD).any(axis=1))
     cols = np.flatnonzero((ink > CROP_THRESHOLD).any(axis=0))
     crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
@@ -141,3 +168,24 @@ def preprocess(image: Image.Image | np.ndarray | Tensor) -> Tensor:
     out = np.zeros((28, 28), dtype=np.float32)
     out[top : top + nh, left : left + nw] = box
     return torch.from_numpy(out).unsqueeze(0)
+
+
+def preprocess_scene(image: Image.Image | np.ndarray | Tensor, size: int = SCENE_SIZE) -> Tensor:
+    """A picture of several digits -> a scene ``(1, size, size)`` float32 in [0, 1], white on black.
+
+    Unlike :func:`preprocess` the digits keep their relative sizes and places (that is what the
+    scene models look at): the whole picture is scaled, keeping its aspect ratio, to fit the
+    ``size x size`` canvas and centred on it (black bars fill the rest).
+    """
+    ink = to_ink(image)
+    h, w = ink.shape
+    scale = size / max(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    small = Image.fromarray((ink * 255).astype(np.uint8)).resize((nw, nh), Image.Resampling.BOX)
+    out = np.zeros((size, size), dtype=np.float32)
+    top, left = (size - nh) // 2, (size - nw) // 2
+    out[top : top + nh, left : left + nw] = np.asarray(small, dtype=np.float32) / 255.0
+    peak = float(out.max())
+    if peak < MIN_CONTRAST:
+        raise PreprocessError("the image is empty at scene size: the strokes are too thin to survive scaling")
+    return torch.from_numpy(np.clip(out / peak, 0.0, 1.0)).unsqueeze(0)

@@ -63,6 +63,8 @@ def _mpl_layer(ax, layer: Layer) -> None:
         )
     elif layer.kind == "curve":
         ax.plot(layer.x, layer.y, marker="o", color=layer.color, label=layer.label)
+    elif layer.kind == "units":
+        pass  # clickable cells only mean something in an interactive figure
     else:
         raise ValueError(f"unknown layer kind {layer.kind!r}")
 
@@ -130,18 +132,36 @@ def _wrap(text: str, width: int) -> str:
     return "\n".join(textwrap.wrap(text, width=max(40, width)))
 
 
-def plotly_figure(spec: FigureSpec):
-    """A Plotly figure of the spec (also used by the app)."""
+def plotly_figure(spec: FigureSpec, interactive: bool = False, height: int | None = None):
+    """A Plotly figure of the spec. ``interactive=True`` (the app): no title or caption (the page
+    shows them), width follows the page, clicks select points (``units`` layers carry their
+    (row, col) as customdata), no drag-zoom."""
     from plotly.subplots import make_subplots
 
     n = len(spec.panels)
     ncols = min(spec.ncols, n)
     nrows = math.ceil(n / ncols)
-    fig = make_subplots(rows=nrows, cols=ncols, subplot_titles=[p.title for p in spec.panels])
+    fig = make_subplots(
+        rows=nrows,
+        cols=ncols,
+        subplot_titles=[p.title for p in spec.panels],
+        horizontal_spacing=0.12 / max(ncols - 1, 1) + 0.04,
+        vertical_spacing=0.3 / nrows,
+    )
     shown: set[str] = set()
     for i, panel in enumerate(spec.panels):
         r, c = i // ncols + 1, i % ncols + 1
-        add_panel_traces(fig, panel, row=r, col=c, shown=shown)
+        add_panel_traces(fig, panel, row=r, col=c, shown=shown, axis=i + 1)
+    if interactive:
+        fig.update_layout(
+            height=height or 460 * nrows + 60,
+            margin={"l": 40, "r": 10, "t": 40, "b": 40},
+            legend={"orientation": "h", "y": -0.12},
+            clickmode="event+select",
+            dragmode=False,
+            template="plotly_white",
+        )
+        return fig
     fig.update_layout(title=spec.title, height=330 * nrows + 120, width=330 * ncols + 80, template="plotly_white")
     fig.add_annotation(
         text=spec.caption, xref="paper", yref="paper", x=0, y=-0.08, showarrow=False, align="left", font={"size": 10}
@@ -150,7 +170,12 @@ def plotly_figure(spec: FigureSpec):
 
 
 def add_panel_traces(
-    fig, panel: Panel, row: int | None = None, col: int | None = None, shown: set[str] | None = None
+    fig,
+    panel: Panel,
+    row: int | None = None,
+    col: int | None = None,
+    shown: set[str] | None = None,
+    axis: int = 1,
 ) -> None:
     import plotly.graph_objects as go
 
@@ -160,6 +185,9 @@ def add_panel_traces(
         fig.add_trace(
             go.Heatmap(z=panel.image, colorscale="gray", zmin=0, zmax=1, showscale=False, hoverinfo="skip"), **kw
         )
+    if panel.overlay is not None:
+        rgba = np.round(panel.overlay * 255).astype(np.uint8)
+        fig.add_trace(go.Image(z=rgba, colormodel="rgba", hoverinfo="skip", name="segmentation"), **kw)
     for layer in panel.layers:
         legend = layer.label not in shown
         shown.add(layer.label)
@@ -167,11 +195,24 @@ def add_panel_traces(
         if layer.kind == "points":
             marker = {"color": layer.color, "size": (layer.sizes / 4 if layer.sizes is not None else 4)}
             if layer.alphas is not None:
-                marker["opacity"] = 1.0
-                marker["color"] = (
-                    [f"rgba(228,26,28,{a:.3f})" for a in layer.alphas] if layer.color == "#e41a1c" else layer.color
-                )
-            fig.add_trace(go.Scatter(x=layer.x, y=layer.y, mode="markers", marker=marker, **common), **kw)
+                r, g, b = (round(255 * v) for v in _rgba(layer.color)[:3])
+                marker["color"] = [f"rgba({r},{g},{b},{a:.3f})" for a in layer.alphas]
+            fig.add_trace(
+                go.Scatter(x=layer.x, y=layer.y, mode="markers", marker=marker, hoverinfo="skip", **common), **kw
+            )
+        elif layer.kind == "units":
+            fig.add_trace(
+                go.Scatter(
+                    x=layer.x,
+                    y=layer.y,
+                    mode="markers",
+                    marker={"symbol": "square", "size": 14, "color": "rgba(44,160,44,0.06)", "line": {"width": 0}},
+                    customdata=layer.custom,
+                    hovertemplate="unit (row %{customdata[0]}, col %{customdata[1]})<extra></extra>",
+                    **common,
+                ),
+                **kw,
+            )
         elif layer.kind == "unit":
             fig.add_trace(
                 go.Scatter(
@@ -218,7 +259,9 @@ def add_panel_traces(
     if panel.extent is not None:
         x0, x1, y0, y1 = panel.extent
         fig.update_xaxes(range=[x0, x1], constrain="domain", **kw)
-        fig.update_yaxes(range=[y0, y1], title_text=panel.ylabel, scaleanchor="x" if row is None else None, **kw)
+        # equal pixel aspect within each subplot: its y axis is anchored to its own x axis
+        anchor = "x" if axis == 1 else f"x{axis}"
+        fig.update_yaxes(range=[y0, y1], title_text=panel.ylabel, scaleanchor=anchor, constrain="domain", **kw)
     else:
         fig.update_yaxes(title_text=panel.ylabel, **kw)
 

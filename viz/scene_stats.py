@@ -54,6 +54,37 @@ def unit_regions(cap: Capture, boxes: Tensor, heights: Tensor, layer: int = -1) 
     return torch.where(d >= 0, cls[d.clamp_min(0)], torch.full_like(d, 3))
 
 
+def ink_boxes(image: Tensor, threshold: float = 0.3, join: int = 2, min_pixels: int = 6) -> Tensor:
+    """Boxes of the separate ink blobs of a scene ``(H, W)`` (or ``(1, H, W)``), for pictures that
+    come without annotations (drawings, uploads).
+
+    Pixels above ``threshold`` are joined into one blob when they lie within ``join`` pixels of
+    each other (so a digit drawn in two strokes stays one), found by propagating the largest
+    label through ``2 * join + 1`` square neighbourhoods until nothing changes. Blobs of fewer
+    than ``min_pixels`` ink pixels are dropped. Returns ``(D, 4)`` boxes ``(x0, y0, x1, y1)`` over
+    each blob's ink, sorted by ``y0`` then ``x0``.
+    """
+    img = image[0] if image.dim() == 3 else image
+    ink = img > threshold
+    h, w = ink.shape
+    labels = torch.where(ink, torch.arange(1, h * w + 1, dtype=torch.float32).view(h, w), torch.zeros(h, w))
+    grown = ink[None, None].float()
+    near = torch.nn.functional.max_pool2d(grown, 2 * join + 1, stride=1, padding=join)[0, 0] > 0
+    for _ in range(h * w):
+        spread = torch.nn.functional.max_pool2d(labels[None, None], 2 * join + 1, stride=1, padding=join)[0, 0]
+        new = torch.where(near, spread, torch.zeros_like(spread))
+        if torch.equal(new, labels):
+            break
+        labels = new
+    boxes = []
+    for lab in labels[ink].unique():
+        ys, xs = ((labels == lab) & ink).nonzero(as_tuple=True)
+        if ys.numel() >= min_pixels:
+            boxes.append([float(xs.min()), float(ys.min()), float(xs.max()) + 1, float(ys.max()) + 1])
+    boxes.sort(key=lambda b: (b[1], b[0]))
+    return torch.tensor(boxes, dtype=torch.float32).view(-1, 4)
+
+
 def own_digit_fraction(cap: Capture, boxes: Tensor, image: int = 0, method: str = BILINEAR) -> tuple[Tensor, Tensor]:
     """For every top unit lying in a digit: the weighted fraction of its 9^L back-projected
     points (last level) that land inside its own digit's box.
@@ -150,6 +181,7 @@ __all__ = [
     "REGIONS",
     "RegionStats",
     "dilation_by_region",
+    "ink_boxes",
     "own_digit_fraction",
     "pick_units",
     "regular_dilation",

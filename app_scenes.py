@@ -1,0 +1,252 @@
+"""The app's scene mode: dense models on multi-digit canvases, where the paper's adaptation shows.
+
+Only ``app.py`` imports this module; it is the one other place that knows Streamlit. Every
+chart is a ``viz.figures`` spec drawn by ``viz.render.plotly_figure``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+
+import streamlit as st
+import torch
+from torch import Tensor, nn
+
+import viz
+from models.catalog import TWINS
+from models.scenes import BACKGROUND, rescale_digit, size_class
+from viz import interactive as ia
+from viz.figures import scene_receptive_field_figure, scene_unit_figure
+from viz.preprocess import SCENE_SIZE, preprocess_scene
+from viz.render import plotly_figure
+from viz.samples import load_scene_samples
+from viz.scene_stats import ink_boxes, pick_units, unit_digits
+
+SCENE_MODELS = {name: desc for name, (_, desc) in TWINS.items() if name.startswith("scene_")}
+CANVAS_SIDE = 256  # the drawing canvas: 4 screen pixels per scene pixel
+SIZE_NAMES = ("small", "medium", "large")
+MAX_ANALYSES = 8  # per browser session: bounded memory however long someone plays
+
+
+@dataclass
+class SceneInput:
+    """A 64x64 scene and its digits' boxes (annotated, or found from the ink)."""
+
+    image: Tensor  # (1, S, S)
+    boxes: Tensor  # (D, 4) x0, y0, x1, y1
+    labels: list[int | None]  # true labels where known
+    source: str  # what the user sees as the input's name
+    base: str  # the input before any rescaling: a new base resets the chosen unit
+
+
+@dataclass
+class SceneAnalysis:
+    key: str
+    deform: viz.Capture
+    regular: viz.Capture
+    seconds: float
+
+
+@st.cache_resource
+def scene_samples():
+    return load_scene_samples()
+
+
+def _key(image: Tensor, *names: str) -> str:
+    h = hashlib.sha256(image.numpy().tobytes())
+    for n in names:
+        h.update(n.encode())
+    return h.hexdigest()[:16]
+
+
+def _bundled_input() -> SceneInput | None:
+    scenes = scene_samples()
+    idx = int(st.number_input(f"Test scene (0-{len(scenes) - 1})", 0, len(scenes) - 1, 10, key="scene_index"))
+    digits = scenes.digits_of(idx)
+    image, boxes = scenes.images[idx], scenes.boxes[digits].clone()
+    labels = [int(v) for v in scenes.labels[digits]]
+    heights = scenes.heights[digits]
+    described = [f"{lab} ({int(h)} px)" for lab, h in zip(labels, heights.tolist(), strict=True)]
+    st.caption("Digits: " + ", ".join(described) + ". Box height: small < 20 px <= medium < 34 px <= large.")
+    pick = st.selectbox(
+        "Rescale one digit",
+        list(range(len(labels))),
+        format_func=lambda k: f"digit {k + 1}: a {labels[k]}, {int(heights[k])} px",
+        key="scene_digit",
+    )
+    factor = st.slider(
+        "Its scale", 0.4, 2.0, 1.0, 0.1, key="scene_factor", help="Redraw the digit smaller or larger about its centre"
+    )
+    if factor != 1.0:
+        new, box = rescale_digit(image[0], scenes.instances[idx], int(pick), float(factor))
+        image = new.unsqueeze(0)
+        boxes[int(pick)] = box
+    name = f"test scene {idx}" + (f", digit {pick + 1} x{factor:g}" if factor != 1 else "")
+    return SceneInput(image, boxes, labels, name, f"test scene {idx}")
+
+
+def _drawn_input() -> SceneInput | None:
+    try:
+        from streamlit_drawable_canvas import st_canvas
+    except Exception as exc:  # the component could not be registered
+        st.warning(f"The drawing canvas is unavailable here ({exc}). Pick a test scene or upload an image.")
+        return None
+    st.caption("Draw several digits of different sizes (white on black).")
+    width = st.slider("Pen width", 4, 20, 9, key="scene_pen")
+    result = st_canvas(
+        stroke_width=width,
+        stroke_color="#FFFFFF",
+        background_color="#000000",
+        height=CANVAS_SIDE,
+        width=CANVAS_SIDE,
+        drawing_mode="freedraw",
+        key="scene_canvas",
+    )
+    raw = ia.canvas_image(result._image_data_url)
+    if raw is None:
+        st.info("The canvas is empty: draw a few digits, some small and some large.")
+        return None
+    try:
+        image = preprocess_scene(raw, SCENE_SIZE)
+    except ValueError as exc:
+        st.warning(str(exc))
+        return None
+    boxes = ink_boxes(image)
+    return SceneInput(image, boxes, [None] * len(boxes), "your drawing", "drawing")
+
+
+def _uploaded_input() -> SceneInput | None:
+    up = st.file_uploader("Image with several digits", type=list(ia.UPLOAD_TYPES), key="scene_upload")
+    if up is None:
+        st.info("Upload a PNG, JPEG, BMP, GIF or WebP picture of a few digits.")
+        return None
+    try:
+        img, notes = ia.decode_image(up.getvalue(), up.name)
+        for n in notes:
+            st.caption(n)
+        image = preprocess_scene(img, SCENE_SIZE)
+    except (ia.InputError, ValueError) as exc:
+        st.error(str(exc))
+        return None
+    boxes = ink_boxes(image)
+    return SceneInput(image, boxes, [None] * len(boxes), up.name, f"upload {up.file_id}")
+
+
+def _analysis(deform: nn.Module, regular: nn.Module, inp: SceneInput, names: tuple[str, str]) -> SceneAnalysis:
+    key = _key(inp.image, *names)
+    store: dict[str, SceneAnalysis] = st.session_state.setdefault("scene_analyses", {})
+    if key not in store:
+        t0 = time.perf_counter()
+        batch = inp.image.unsqueeze(0)
+        a = SceneAnalysis(key, viz.capture(deform, batch), viz.capture(regular, batch), 0.0)
+        a.seconds = time.perf_counter() - t0
+        while len(store) >= MAX_ANALYSES:
+            store.pop(next(iter(store)))
+        store[key] = a
+    return store[key]
+
+
+def _votes(cap: viz.Capture, boxes: Tensor) -> list[int | None]:
+    """The digit each box is read as: majority of predicted digit classes over the box's ink."""
+    pred = cap.logits[0, :BACKGROUND].argmax(0)
+    ink = cap.images[0, 0] > 0.3
+    out: list[int | None] = []
+    for x0, y0, x1, y1 in boxes.long().tolist():
+        votes = pred[y0:y1, x0:x1][ink[y0:y1, x0:x1]]
+        out.append(int(torch.bincount(votes, minlength=10).argmax()) if votes.numel() else None)
+    return out
+
+
+def _set_unit(unit: tuple[int, int]) -> None:
+    st.session_state["scene_unit"] = unit
+
+
+def page(load_model, levels: int, method: str) -> None:
+    """The scene mode, below the page title; ``load_model(name)`` is the app's cached loader."""
+    with st.sidebar:
+        name = st.selectbox(
+            "Scene model", list(SCENE_MODELS), format_func=lambda k: f"{k}: {SCENE_MODELS[k]}", key="scene_model"
+        )
+        overlay = st.toggle("Segmentation overlay", value=True, key="scene_overlay")
+    twin = TWINS[name][0]
+    try:
+        deform, regular = load_model(name), load_model(twin)
+    except viz.CheckpointError as exc:
+        st.error(f"Could not load the scene models: {exc}")
+        return
+    left, right = st.columns([1, 2])
+    with left:
+        source = st.radio("Input", ["Test scene", "Draw", "Upload"], horizontal=True, key="scene_source")
+        inp = {"Test scene": _bundled_input, "Draw": _drawn_input, "Upload": _uploaded_input}[source]()
+    if inp is None:
+        with right:
+            st.info("Pick a test scene, draw a few digits or upload a picture to see where the layers look.")
+        return
+    t0 = time.perf_counter()
+    a = _analysis(deform, regular, inp, (name, twin))
+    heights = inp.boxes[:, 3] - inp.boxes[:, 1]
+    picks = pick_units(a.deform, inp.boxes, heights)
+    if st.session_state.get("scene_base") != inp.base or "scene_unit" not in st.session_state:
+        # a new picture: start on its largest digit; rescaling or drawing on keeps the unit
+        st.session_state["scene_base"] = inp.base
+        _set_unit(picks["large"] or picks["small"] or picks["background"] or (8, 8))
+    unit = st.session_state["scene_unit"]
+    ho, wo = a.deform.top.out_size
+    unit = (min(unit[0], ho - 1), min(unit[1], wo - 1))
+
+    with left:
+        st.image(inp.image[0].numpy(), caption=f"model input ({SCENE_SIZE}x{SCENE_SIZE})", width=256, clamp=True)
+        st.caption(f"Input: {inp.source}.")
+        read_d, read_r = _votes(a.deform, inp.boxes), _votes(a.regular, inp.boxes)
+        rows = []
+        for k in range(len(inp.boxes)):
+            h = int(heights[k])
+            rows.append(
+                {
+                    "digit": k + 1,
+                    "size": f"{SIZE_NAMES[int(size_class(heights[k : k + 1]))]} ({h} px)",
+                    "true": "" if inp.labels[k] is None else str(inp.labels[k]),
+                    "deformable reads": "" if read_d[k] is None else str(read_d[k]),
+                    "regular reads": "" if read_r[k] is None else str(read_r[k]),
+                }
+            )
+        if rows:
+            st.dataframe(rows, hide_index=True, key="scene_reads")
+        else:
+            st.caption("No separate digits found in the ink.")
+
+    with right:
+        fig = plotly_figure(
+            scene_unit_figure(a.deform, a.regular, unit, levels, method, overlay, names=(name, f"{twin} (twin)")),
+            interactive=True,
+        )
+        event = st.plotly_chart(fig, key="scene_chart", on_select="rerun", selection_mode="points")
+        clicked = ia.unit_from_selection(event)
+        if clicked is not None and clicked != st.session_state.get("scene_last_click"):
+            st.session_state["scene_last_click"] = clicked
+            if clicked != unit:
+                _set_unit(clicked)
+                st.rerun()
+        d = unit_digits(a.deform, inp.boxes)[unit]
+        where = (
+            "the background"
+            if d < 0
+            else f"digit {int(d) + 1} ({SIZE_NAMES[int(size_class(heights[int(d) : int(d) + 1]))]}, {int(heights[d])} px)"
+        )
+        dil_d = float(viz.effective_dilation(a.deform)[unit])
+        dil_r = float(viz.effective_dilation(a.regular)[unit])
+        st.caption(
+            f"Unit {unit} lies on {where}: {9**levels} sampling points at level {levels} ({method} method); "
+            f"effective dilation of its top-layer filter {dil_d:.1f} px (regular twin {dil_r:.1f} px). "
+            "Click any unit to move it. Colours: the model's predicted digit classes."
+        )
+        st.subheader("At a glance: a background unit, a small digit, a large digit")
+        triplet = scene_receptive_field_figure(a.deform, a.regular, [picks], method, names=(name, twin))
+        if triplet.panels:
+            st.plotly_chart(plotly_figure(triplet, interactive=True, height=560), key="scene_triplet")
+        st.caption(
+            f"Server time for this update: {1e3 * (time.perf_counter() - t0):.0f} ms "
+            f"(capture of both models {1e3 * a.seconds:.0f} ms when the scene changed)."
+        )

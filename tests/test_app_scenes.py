@@ -1,0 +1,113 @@
+"""The app's scene mode through AppTest: test scenes, rescaling, drawings, uploads, bad inputs."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+from PIL import Image, ImageDraw
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import REPO
+
+APP = str(REPO / "app.py")
+
+
+def _run() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def _captions(at: AppTest) -> str:
+    return "\n".join(c.value for c in at.caption)
+
+
+def _two_digits(mode: str = "L") -> bytes:
+    """A big 7 and a small 1 on white paper, dark ink."""
+    img = Image.new("L", (400, 300), 255)
+    d = ImageDraw.Draw(img)
+    d.line([(40, 40), (220, 40), (110, 270)], fill=0, width=22)  # large 7
+    d.line([(320, 200), (320, 260)], fill=0, width=10)  # small 1
+    buf = io.BytesIO()
+    img.convert(mode).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_scene_mode_is_the_default_and_shows_points_reads_and_triplet():
+    at = _run()
+    assert at.radio(key="mode").value == "Scenes"
+    text = _captions(at)
+    assert "729 sampling points at level 3" in text and "Server time for this update" in text
+    assert "lies on digit" in text  # the first unit is on the scene's largest digit
+    reads = at.dataframe[0].value
+    assert list(reads.columns) == ["digit", "size", "true", "deformable reads", "regular reads"]
+    assert len(reads) == 3 and set(reads["size"].str.split().str[0]) >= {"small", "large"}  # scene 10
+    assert at.subheader[0].value.startswith("At a glance")
+
+
+def test_rescaling_a_digit_keeps_the_unit_and_changes_its_points():
+    at = _run()
+    before = _captions(at)
+    unit = at.session_state["scene_unit"]
+    at.selectbox(key="scene_digit").set_value(1).run()  # the large 1
+    at.slider(key="scene_factor").set_value(0.5).run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert at.session_state["scene_unit"] == unit
+    after = _captions(at)
+    assert "digit 2 x0.5" in after and after != before
+    at.number_input(key="scene_index").set_value(3).run()  # another scene: the unit is chosen afresh
+    assert not at.exception
+
+
+def test_upload_and_drawing_find_their_digits():
+    at = _run()
+    at.radio(key="scene_source").set_value("Upload").run()
+    at.file_uploader(key="scene_upload").set_value(("two.png", _two_digits(), "image/png")).run()
+    assert not at.exception, [e.message for e in at.exception]
+    reads = at.dataframe[0].value
+    assert len(reads) == 2
+    assert sorted(reads["size"].str.split().str[0]) == ["large", "small"]
+
+    at.radio(key="scene_source").set_value("Draw").run()
+    assert any("canvas is empty" in i.value for i in at.info)
+    rgba = Image.new("RGBA", (256, 256), (0, 0, 0, 255))
+    d = ImageDraw.Draw(rgba)
+    d.line([(30, 30), (150, 30), (80, 220)], fill=(255, 255, 255, 255), width=14)
+    d.line([(210, 170), (210, 220)], fill=(255, 255, 255, 255), width=8)
+    buf = io.BytesIO()
+    rgba.save(buf, format="PNG")
+    url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    at.session_state["scene_canvas"] = {"drawing": {"raw": {"objects": [{"type": "path"}]}, "data": url}}
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert len(at.dataframe[0].value) == 2
+
+
+def test_bad_scene_uploads_give_messages():
+    at = _run()
+    at.radio(key="scene_source").set_value("Upload").run()
+    for name, data, message in [
+        ("notes.png", b"not an image", "not an image file"),
+        ("blank.png", _png_blank(), "empty"),
+        ("sliver.png", _png_sliver(), None),  # 2000x10: a very wide picture is letterboxed, not a traceback
+    ]:
+        at.file_uploader(key="scene_upload").set_value((name, data, "image/png")).run()
+        assert not at.exception, (name, [e.message for e in at.exception])
+        shown = [e.value for e in at.error] + [w.value for w in at.warning]
+        if message is not None:
+            assert any(message in m for m in shown), (name, shown)
+
+
+def _png_blank() -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", (100, 100), 255).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _png_sliver() -> bytes:
+    img = Image.new("L", (2000, 10), 255)
+    ImageDraw.Draw(img).line([(10, 5), (1990, 5)], fill=0, width=3)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
