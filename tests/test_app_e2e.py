@@ -127,6 +127,7 @@ def test_page_sample_click_and_draw(server):
         page = browser.new_page(viewport={"width": 1500, "height": 1200})
         page.set_default_timeout(60_000)
         page.goto(server)
+        page.locator('[data-testid="stSidebar"]').get_by_text("Single digit", exact=True).click()
         expect(page.get_by_text("Deformable predicts")).to_be_visible()
 
         # A bundled digit: sample 0 is a 7.
@@ -165,3 +166,49 @@ def test_page_sample_click_and_draw(server):
         expect(page.locator('[data-testid="stException"]')).to_have_count(0)
         page.screenshot(path=str(ARTIFACTS / "app_e2e_drawn.png"), full_page=True)
         browser.close()
+
+
+def test_scene_mode_draw_two_digits_and_click_a_unit_on_each(server):
+    """Scene mode (the default): draw a large and a small 7, click a unit on each, see the
+    caption name the digit and its size class; time each step end to end."""
+    from playwright.sync_api import expect, sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    expect.set_options(timeout=30_000)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1500, "height": 1300})
+        page.set_default_timeout(60_000)
+        page.goto(server)
+        expect(page.get_by_text("At a glance")).to_be_visible()  # a test scene is shown at once
+        page.get_by_text("Draw", exact=True).click()
+        expect(page.get_by_text("The canvas is empty: draw a few digits")).to_be_visible()
+        canvas = page.locator("canvas.upper-canvas").first
+        box = canvas.bounding_box()
+
+        def stroke(points: list[tuple[int, int]]) -> None:
+            page.mouse.move(box["x"] + points[0][0], box["y"] + points[0][1])
+            page.mouse.down()
+            for px, py in points[1:]:
+                page.mouse.move(box["x"] + px, box["y"] + py, steps=10)
+            page.mouse.up()
+
+        t0 = time.perf_counter()
+        stroke([(30, 30), (150, 30), (80, 220)])  # a large 7: scene pixels about (7..38, 7..55)
+        stroke([(190, 160), (230, 160), (205, 215)])  # a small 7: about (47..58, 40..54)
+        charts = page.locator(".st-key-scene_chart .js-plotly-plot")
+        expect(charts).to_have_count(1)
+        expect(page.get_by_text("Input: your drawing.")).to_be_visible()
+        _wait_idle(page)
+        stroke_s = time.perf_counter() - t0
+        timings = {"two strokes to points redrawn": stroke_s}
+        # unit (row, col) is centred on scene pixel (4 * col + 1.5, 4 * row + 1.5)
+        for (row, col), shown in (((5, 5), "lies on digit 1 (large"), ((11, 12), "lies on digit 2 (small")):
+            t0 = time.perf_counter()
+            _click_unit(page, charts, 4 * col + 1.5, 4 * row + 1.5, f"Unit ({row}, {col}) {shown}")
+            timings[f"click unit ({row}, {col})"] = time.perf_counter() - t0
+        expect(page.locator('[data-testid="stException"]')).to_have_count(0)
+        page.screenshot(path=str(ARTIFACTS / "app_e2e_scene.png"), full_page=True)
+        browser.close()
+    for what, seconds in timings.items():
+        print(f"end to end, {what}: {1e3 * seconds:.0f} ms")

@@ -1,52 +1,49 @@
 """Benchmark of the viz core on a shipped checkpoint (or a fresh model if none is shipped).
 
-    python -m viz.bench [--checkpoint deform_plain] [--repeats 20]
+    python -m viz.bench [--checkpoint deform_rts] [--repeats 20]
 
-Prints the time of capture + back-projection of one unit's 729 points (one digit) and of all
-top-layer units, for each method.
+Prints min / median / max times of capture + back-projection of one unit's 729 points (one
+digit) and of all top-layer units, for each method; then the app's server-side work for a new
+digit and for a new 64x64 scene.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 import torch
 
 import viz
-from models import build_model
-from models.runtime import time_runs, use_all_cpu_threads
-
-
-def best_ms(fn, repeats: int) -> float:
-    return 1e3 * min(time_runs(fn, repeats))
+from models.runtime import spread, time_runs, use_all_cpu_threads
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m viz.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--checkpoint", default="deform_plain", help="shipped checkpoint name or path")
-    p.add_argument("--repeats", type=int, default=20, help="timed repetitions (best is reported)")
+    p.add_argument("--checkpoint", default="deform_rts", help="shipped digit checkpoint name or path")
+    p.add_argument("--repeats", type=int, default=20, help="timed repetitions")
     args = p.parse_args(argv)
     threads = use_all_cpu_threads()
     try:
         model = viz.load(args.checkpoint)
-        source = args.checkpoint
     except viz.CheckpointError as exc:
-        print(f"note: {exc}; timing a fresh deform model instead")
-        model, source = build_model("deform").eval(), "fresh deform model"
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     torch.manual_seed(0)
     image = torch.rand(1, 1, 28, 28)
-    print(f"{source}, {threads} threads, best of {args.repeats}")
-    print(f"  capture alone: {best_ms(lambda: viz.capture(model, image), args.repeats):.1f} ms")
+    print(f"{args.checkpoint}, {threads} threads; times in ms as min / median / max of {args.repeats} runs")
+    print(f"  capture alone: {spread(time_runs(lambda: viz.capture(model, image), args.repeats))}")
     for method in viz.METHODS:
-        one = best_ms(lambda m=method: viz.backproject(viz.capture(model, image), (7, 7), method=m), args.repeats)
+        one = time_runs(lambda m=method: viz.backproject(viz.capture(model, image), (7, 7), method=m), args.repeats)
         reps = max(3, args.repeats // 4)
-        every = best_ms(lambda m=method: viz.backproject(viz.capture(model, image), "all", method=m), reps)
+        every = time_runs(lambda m=method: viz.backproject(viz.capture(model, image), "all", method=m), reps)
         print(
-            f"  {method:<8} capture + one unit (729 samples): {one:6.1f} ms   capture + all 196 units: {every:7.1f} ms"
+            f"  {method:<8} capture + one unit (729 samples): {spread(one)}   capture + all 196 units: {spread(every)}"
         )
     app_update(args.repeats)
+    scene_update(args.repeats)
     return 0
 
 
@@ -80,10 +77,57 @@ def app_update(repeats: int) -> None:
         for f in figs:
             pio.to_json(f)
 
-    print("app, new canvas state -> all figures serialised (server side):")
+    print("app, digit mode, new canvas state -> all figures serialised (server side):")
     print(
-        f"  every tab: {best_ms(update, repeats):6.1f} ms   sampling-points tab only: {best_ms(lambda: update(True), repeats):6.1f} ms"
+        f"  every tab: {spread(time_runs(update, repeats))} ms   "
+        f"sampling-points tab only: {spread(time_runs(lambda: update(True), repeats))} ms"
     )
+
+
+def scene_update(repeats: int) -> None:
+    """The scene mode's server-side work for a new drawing: decode the 256x256 canvas PNG, make
+    the 64x64 scene, find its digits, run the scene model and its twin, build the points view
+    and the triplet and serialise them as Streamlit does."""
+    import base64
+    import io
+
+    import plotly.io as pio
+    from PIL import Image, ImageDraw
+
+    from viz import interactive as ia
+    from viz.figures import scene_receptive_field_figure, scene_unit_figure
+    from viz.preprocess import preprocess_scene
+    from viz.render import plotly_figure
+    from viz.scene_stats import ink_boxes, pick_units
+
+    try:
+        deform, regular = viz.load("scene_deform"), viz.load("scene_regular")
+    except viz.CheckpointError as exc:
+        print(f"app, scene mode: skipped ({exc})")
+        return
+    img = Image.new("RGBA", (256, 256), (0, 0, 0, 255))
+    draw = ImageDraw.Draw(img)
+    draw.line([(30, 30), (150, 30), (80, 220)], fill=(255, 255, 255, 255), width=12)
+    draw.line([(190, 160), (230, 160), (205, 215)], fill=(255, 255, 255, 255), width=8)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+    def update() -> None:
+        scene = preprocess_scene(ia.canvas_image(url))
+        boxes = ink_boxes(scene)
+        cap_d, cap_r = viz.capture(deform, scene.unsqueeze(0)), viz.capture(regular, scene.unsqueeze(0))
+        picks = pick_units(cap_d, boxes, boxes[:, 3] - boxes[:, 1])
+        unit = picks["large"] or (8, 8)
+        figs = [
+            plotly_figure(scene_unit_figure(cap_d, cap_r, unit), interactive=True),
+            plotly_figure(scene_receptive_field_figure(cap_d, cap_r, [picks]), interactive=True),
+        ]
+        for f in figs:
+            pio.to_json(f)
+
+    print("app, scene mode, new 64x64 drawing -> both models, points view and triplet serialised (server side):")
+    print(f"  {spread(time_runs(update, repeats))} ms")
 
 
 if __name__ == "__main__":
