@@ -28,6 +28,28 @@ def twin_of(name: str) -> str | None:
     return entry[0] if entry else None
 
 
+def _digit_row(path: Path, meta: dict) -> str:
+    t = meta["train"]
+    aug = meta.get("test_accuracy_augmented")
+    return (
+        f"| `{path.name}` | {t['arch']} | {t['augment_params']} | {t['epochs']} "
+        f"| {100 * meta['test_accuracy']:.2f}% | {f'{100 * aug:.2f}%' if aug is not None else '-'} "
+        f"| {path.stat().st_size / 1e6:.2f} MB | `{meta['command']}` |"
+    )
+
+
+def _scene_row(path: Path, meta: dict) -> str:
+    t, m = meta["train"], meta["test_metrics"]
+    by = m["digit_accuracy_by_size"]
+    minutes = meta["log"]["train_seconds"] / 60
+    return (
+        f"| `{path.name}` | {t['arch']} | {t['steps']} x {t['batch_size']} ({minutes:.0f} min) "
+        f"| {100 * m['digit_accuracy']:.2f}% | {100 * by['small']:.2f}% / {100 * by['medium']:.2f}% / "
+        f"{100 * by['large']:.2f}% | {100 * m['pixel_accuracy_ink']:.2f}% | {100 * m['mean_iou']:.2f}% "
+        f"| {path.stat().st_size / 1e6:.2f} MB | `{meta['command']}` |"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m models.catalog", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -35,26 +57,36 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("checkpoints", nargs="*", help="checkpoint files (default: checkpoints/*.pt)")
     args = p.parse_args(argv)
     paths = [Path(c) for c in args.checkpoints] or sorted(Path("checkpoints").glob("*.pt"))
-    print(
-        "| checkpoint | arch | training augmentation | epochs | test accuracy "
-        "| same-augmentation test accuracy | size | command |"
-    )
-    print("|---|---|---|---|---|---|---|---|")
+    digits, scenes = [], []
     status = 0
     for path in paths:
         try:
-            meta = load_checkpoint(path).checkpoint_meta
+            model = load_checkpoint(path)
         except CheckpointError as exc:
             print(f"error: {exc}", file=sys.stderr)
             status = 1
             continue
-        t = meta["train"]
-        aug = meta.get("test_accuracy_augmented")
+        meta = model.checkpoint_meta
+        if getattr(model, "family", "digits") == "scenes":
+            scenes.append(_scene_row(path, meta))
+        else:
+            digits.append(_digit_row(path, meta))
+    if scenes:
         print(
-            f"| `{path.name}` | {t['arch']} | {t['augment_params']} | {t['epochs']} "
-            f"| {100 * meta['test_accuracy']:.2f}% | {f'{100 * aug:.2f}%' if aug is not None else '-'} "
-            f"| {path.stat().st_size / 1e6:.2f} MB | `{meta['command']}` |"
+            "| checkpoint | arch | training steps x scenes | per-digit accuracy | small / medium / large "
+            "| pixel accuracy on ink | mean IoU (11 classes) | size | command |"
         )
+        print("|---|---|---|---|---|---|---|---|---|")
+        print("\n".join(scenes))
+    if digits:
+        if scenes:
+            print()
+        print(
+            "| checkpoint | arch | training augmentation | epochs | test accuracy "
+            "| same-augmentation test accuracy | size | command |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
+        print("\n".join(digits))
     return status
 
 

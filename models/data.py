@@ -46,6 +46,13 @@ def _hint(dataset: str, data_dir: str | Path) -> str:
     )
 
 
+def _remove_empty_new_dirs(root: Path, existed: set[Path]) -> None:
+    """A failed download leaves empty folders behind; remove the ones it created."""
+    for p in (root / "MNIST" / "raw", root / "MNIST", root):
+        if p not in existed and p.is_dir() and not any(p.iterdir()):
+            p.rmdir()
+
+
 def load_mnist(data_dir: str | Path = DEFAULT_DATA_DIR, train: bool = True, download: bool = True) -> Split:
     """One MNIST split; downloads through torchvision when missing and ``download`` is true."""
     from torchvision.datasets import MNIST
@@ -55,9 +62,13 @@ def load_mnist(data_dir: str | Path = DEFAULT_DATA_DIR, train: bool = True, down
     except RuntimeError:
         if not download:
             raise DataError(_hint("MNIST", data_dir)) from None
+        existed = {
+            p for p in (Path(data_dir), Path(data_dir) / "MNIST", Path(data_dir) / "MNIST" / "raw") if p.exists()
+        }
         try:
             ds = MNIST(root=str(data_dir), train=train, download=True)
         except Exception as exc:  # network errors come in many types
+            _remove_empty_new_dirs(Path(data_dir), existed)
             raise DataError(f"{_hint('MNIST', data_dir)} (download failed: {exc})") from None
     images = ds.data.unsqueeze(1).float().div_(255.0)
     labels = ds.targets.long()

@@ -1,8 +1,10 @@
-"""Accuracy of a checkpoint on the full MNIST test split, plain or transformed.
+"""Accuracy of a checkpoint on the full MNIST test split, plain or transformed; scene models on
+the fixed test scenes (per-digit accuracy by size, pixel accuracy on ink, mean IoU).
 
-Example::
+Examples::
 
     python -m models.evaluate checkpoints/deform_plain.pt --augment rotate --data-dir ../shared/data
+    python -m models.evaluate checkpoints/scene_deform.pt --data-dir ../shared/data
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m models.evaluate",
         description=(
             "Print a checkpoint's accuracy on the full MNIST test split (10,000 digits), "
-            "untransformed or under a seeded augmentation (the same images for every model)."
+            "untransformed or under a seeded augmentation (the same images for every model). Scene "
+            "checkpoints are scored on the fixed test scenes made from the test split instead."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -35,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=TEST_SEED, help="seed of the transformed test set")
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="folder with MNIST in torchvision's layout")
+    p.add_argument("--test-scenes", type=int, default=500, help="scene checkpoints: how many fixed test scenes")
     return p
 
 
@@ -59,6 +63,12 @@ def main(argv: list[str] | None = None) -> int:
         except CheckpointError as exc:
             print(f"error: {exc}", file=sys.stderr)
             status = 1
+            continue
+        if getattr(model, "family", "digits") == "scenes":
+            from models.scene_training import evaluate_scenes, format_metrics, test_scenes
+
+            scenes = test_scenes(test.images, test.labels, count=args.test_scenes)
+            print(f"{path}\tscenes\t{format_metrics(evaluate_scenes(model, scenes))}")
             continue
         for a in args.augment:
             acc = accuracy(model, test, a, args.seed)

@@ -78,3 +78,16 @@ def test_bad_augment_name_exits_2(capsys):
 
     assert train_cmd.main(["--augment", "spin", "--out", "x.pt"]) == 2
     assert "bad augmentation" in capsys.readouterr().err
+
+
+def test_failed_download_leaves_no_empty_folders(tmp_path, monkeypatch):
+    import torchvision.datasets.mnist as tv_mnist
+
+    def offline(*_a, **_k):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(tv_mnist, "download_and_extract_archive", offline)
+    root = tmp_path / "data"
+    with pytest.raises(DataError, match="download failed"):
+        load_mnist(root, train=False)
+    assert not root.exists()
