@@ -9,11 +9,24 @@ from __future__ import annotations
 import time
 
 import streamlit as st
+import torch
 
+import app_inputs as ia
 import app_scenes
 import viz
 from models.catalog import TWINS
-from viz import interactive as ia
+from viz.figures import (
+    GRID_GREY,
+    POINT_RED,
+    count_note,
+    density_figure,
+    dilation_figure,
+    levels_figure,
+    offset_field_figure,
+    probabilities_figure,
+    unit_points_figure,
+)
+from viz.render import plotly_figure
 from viz.samples import load_samples
 
 st.set_page_config(page_title="deformscope", layout="wide")
@@ -109,7 +122,6 @@ if mode == "Scenes":
 with st.sidebar:
     st.header("Model")
     ckpt = st.selectbox("Checkpoint", list(MODEL_PAIRS), format_func=lambda k: f"{k}: {MODEL_PAIRS[k][0]}")
-    show_regular = st.toggle("Show the regular twin's fixed grid instead", value=False)
 
 try:
     deform_model = load_model(ckpt)
@@ -130,13 +142,13 @@ with left:
     elif source == "Draw":
         st.caption("Draw a digit (white on black). Use the canvas's trash icon to clear.")
         raw = read_canvas()
-        if raw is None:
-            st.info("The canvas is empty: draw a digit.")
-        else:
-            try:
-                image = ia.prepare(raw)
-            except ia.InputError as exc:
+        try:
+            image = ia.prepare(raw) if raw is not None else None
+        except ia.InputError as exc:
+            if "empty" not in str(exc):  # a cleared canvas is black, not an error
                 st.warning(str(exc))
+        if image is None:
+            st.info("The canvas is empty: draw a digit.")
     else:
         up = st.file_uploader("Image of a digit", type=list(ia.UPLOAD_TYPES), key="upload")
         if up is not None:
@@ -144,7 +156,7 @@ with left:
                 img, notes = ia.decode_image(up.getvalue(), up.name)
                 for n in notes:
                     st.caption(n)
-                st.image(img.convert("RGB") if img.mode not in ("L", "RGB") else img, caption="uploaded", width=140)
+                st.image(ia.preview(img), caption="uploaded")
                 image = ia.prepare(img)
             except ia.InputError as exc:
                 st.error(str(exc))
@@ -161,29 +173,50 @@ t0 = time.perf_counter()
 key = ia.image_key(image, ckpt)
 cached = st.session_state.get("analysis")
 if cached is None or cached.key != key:
-    cached = ia.analyse(deform_model, regular_model, image, key)
+    new = ia.analyse(deform_model, regular_model, image, key)
+    # a new picture starts at its centre unit; another checkpoint on the same picture keeps the unit
+    if cached is None or not torch.equal(cached.image, image) or "unit" not in st.session_state:
+        set_unit(ia.default_unit(new))
+    cached = new
     st.session_state["analysis"] = cached
-    set_unit(ia.default_unit(cached))
 analysis = cached
+caps = {"deformable": analysis.deform, "regular twin": analysis.regular}
 
 with left:
     st.image(image[0].numpy(), caption="model input (28x28, MNIST format)", width=140, clamp=True)
     p_d, p_r = analysis.deform.probabilities[0], analysis.regular.probabilities[0]
     c1, c2 = st.columns(2)
-    c1.metric("Deformable predicts", int(p_d.argmax()), f"{float(p_d.max()):.1%}")
-    c2.metric("Regular twin predicts", int(p_r.argmax()), f"{float(p_r.max()):.1%}")
-    st.plotly_chart(memo("probs", (), lambda: ia.probabilities_figure(analysis)), key="probs")
+    c1.metric("Deformable predicts", int(p_d.argmax()))
+    c1.caption(f"with probability {float(p_d.max()):.1%}")
+    c2.metric("Regular twin predicts", int(p_r.argmax()))
+    c2.caption(f"with probability {float(p_r.max()):.1%}")
+    st.plotly_chart(
+        memo(
+            "probs",
+            (),
+            lambda: plotly_figure(
+                probabilities_figure(caps, {"deformable": POINT_RED, "regular twin": GRID_GREY}),
+                interactive=True,
+                height=260,
+            ),
+        ),
+        key="probs",
+    )
 
 with right:
     unit = st.session_state.get("unit", ia.default_unit(analysis))
-    tab_points, tab_offsets, tab_density, tab_dilation = st.tabs(
-        ["Sampling points", "Offset field", "Sampling density", "Effective dilation"]
+    tab_points, tab_levels, tab_offsets, tab_density, tab_dilation = st.tabs(
+        ["Sampling points", "Level by level", "Offset field", "Sampling density", "Effective dilation"]
     )
     with tab_points:
         fig = memo(
             "points",
-            (unit, levels, method, show_regular),
-            lambda: ia.points_figure(analysis, unit, levels, method, show_regular),
+            (unit, levels, method),
+            lambda: plotly_figure(
+                unit_points_figure(analysis.deform, analysis.regular, unit, levels, method),
+                interactive=True,
+                height=520,
+            ),
         )
         event = st.plotly_chart(fig, key="points_chart", on_select="rerun", selection_mode="points")
         clicked = ia.unit_from_selection(event)
@@ -199,23 +232,59 @@ with right:
         if (row, col) != unit:
             st.session_state["unit"] = (row, col)
             st.rerun()
-        st.caption(f"Unit {unit}: {9**levels} sampling points at level {levels} ({method} method).")
-    with tab_offsets:
-        st.plotly_chart(memo("offsets", (), lambda: ia.offsets_figure(deform_model, analysis)), key="offsets")
-    with tab_density:
-        units = st.radio("Units", ["all", "digit"], horizontal=True, key="density_units")
+        pts = viz.backproject(analysis.deform, unit, levels=levels, method=method)
+        st.caption(f"Unit {unit}: {count_note(pts)}. Left the deformable model, right its regular twin.")
+        if analysis.deform.top.modulated:
+            st.caption("DCNv2: a point's opacity is its modulation weight (the product of the masks along its path).")
+    with tab_levels:
+        st.caption(
+            "The recursion: the top layer's 9 samples, then 9 for each of those, and so on. Grey lines join each sample to its parent."
+        )
         st.plotly_chart(
-            memo("density", (units, method), lambda: ia.density_figure(analysis, units, method)), key="density"
+            memo(
+                "levels",
+                (unit, method),
+                lambda: plotly_figure(levels_figure(analysis.deform, unit, method), interactive=True, height=420),
+            ),
+            key="levels_chart",
+        )
+    with tab_offsets:
+        st.caption("Per layer, the learned offset averaged over the 9 taps at each unit, in input pixels.")
+        st.plotly_chart(
+            memo(
+                "offsets", (), lambda: plotly_figure(offset_field_figure(analysis.deform), interactive=True, height=440)
+            ),
+            key="offsets",
+        )
+    with tab_density:
+        units = st.radio(
+            "Units",
+            ["all", "digit"],
+            horizontal=True,
+            key="density_units",
+            help="all: every top-layer unit's samples; digit: only units whose centre lies on ink",
+        )
+        st.caption("How often each pixel is sampled by the chosen units' back-projected points.")
+        st.plotly_chart(
+            memo(
+                "density",
+                (units, method),
+                lambda: plotly_figure(density_figure(caps, units, method), interactive=True, height=380),
+            ),
+            key="density",
         )
     with tab_dilation:
-        fig_d, stats = memo("dilation", (), lambda: ia.dilation_view(analysis))
+        stats = memo("dilation_stats", (), lambda: {name: viz.dilation_summary(cap) for name, cap in caps.items()})
         c1, c2 = st.columns(2)
         c1.metric("Deformable, on the digit", f"{stats['deformable']['digit']:.2f} px")
         c2.metric("Deformable, on the background", f"{stats['deformable']['background']:.2f} px")
         st.caption(
-            f"Regular twin: {stats['regular']['all']:.2f} px everywhere. Effective dilation = mean distance between adjacent taps' samples (Dai et al. 2017)."
+            f"Regular twin: {stats['regular twin']['all']:.2f} px everywhere. Effective dilation = mean distance between adjacent taps' samples (Dai et al. 2017)."
         )
-        st.plotly_chart(fig_d, key="dilation")
+        st.plotly_chart(
+            memo("dilation", (), lambda: plotly_figure(dilation_figure(analysis.deform), interactive=True, height=380)),
+            key="dilation",
+        )
     st.caption(
         f"Server time for this update: {1e3 * (time.perf_counter() - t0):.0f} ms (capture {1e3 * analysis.seconds:.0f} ms when the digit changed)."
     )

@@ -14,11 +14,11 @@ import streamlit as st
 import torch
 from torch import Tensor, nn
 
+import app_inputs as ia
 import viz
 from models.catalog import TWINS
 from models.scenes import BACKGROUND, rescale_digit, size_class
-from viz import interactive as ia
-from viz.figures import scene_receptive_field_figure, scene_unit_figure
+from viz.figures import scene_receptive_field_figure, unit_points_figure
 from viz.preprocess import SCENE_SIZE, preprocess_scene
 from viz.render import plotly_figure
 from viz.samples import load_scene_samples
@@ -219,7 +219,7 @@ def page(load_model, levels: int, method: str) -> None:
 
     with right:
         fig = plotly_figure(
-            scene_unit_figure(a.deform, a.regular, unit, levels, method, overlay, names=(name, f"{twin} (twin)")),
+            unit_points_figure(a.deform, a.regular, unit, levels, method, overlay, names=(name, f"{twin} (twin)")),
             interactive=True,
         )
         event = st.plotly_chart(fig, key="scene_chart", on_select="rerun", selection_mode="points")

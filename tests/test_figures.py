@@ -9,14 +9,13 @@ import torch
 import viz
 from viz.figures import (
     adaptation_figure,
-    background_unit,
-    centre_unit,
     levels_figure,
     modulation_figure,
     offset_field_figure,
     receptive_field_figure,
 )
 from viz.samples import load_samples
+from viz.stats import background_unit, centre_unit
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +29,10 @@ def digit():
 
 
 def test_receptive_field_draws_729_backprojected_points_per_unit(models, digit):
-    spec = receptive_field_figure(models["deform_rts"], models["regular_rts"], digit)
+    from models.transforms import rotate_scale
+
+    images = torch.stack([digit, rotate_scale(digit, 0.0, 0.6), rotate_scale(digit, 0.0, 1.3)])
+    spec = receptive_field_figure(viz.capture(models["deform_rts"], images), viz.capture(models["regular_rts"], images))
     assert len(spec.panels) == 6
     for panel in spec.panels:
         pts_layer = next(layer for layer in panel.layers if layer.kind == "points")
@@ -66,7 +68,7 @@ def test_centre_unit_is_on_the_digit(models, digit):
 
 
 def test_levels_figure_links_children_to_parents(models, digit):
-    spec = levels_figure(models["deform_rts"], digit, unit=(7, 7))
+    spec = levels_figure(viz.capture(models["deform_rts"], digit), unit=(7, 7))
     counts = [
         len(next(layer for layer in p.layers if layer.label.startswith(f"level {i + 1}:")).x)
         for i, p in enumerate(spec.panels)
@@ -80,7 +82,7 @@ def test_levels_figure_links_children_to_parents(models, digit):
 
 
 def test_offset_field_arrows_are_mean_offsets_in_pixels(models, digit):
-    spec = offset_field_figure(models["deform_rts"], digit)
+    spec = offset_field_figure(viz.capture(models["deform_rts"], digit))
     cap = viz.capture(models["deform_rts"], digit)
     assert len(spec.panels) == 3
     arrows = spec.panels[2].layers[0]
@@ -91,7 +93,13 @@ def test_offset_field_arrows_are_mean_offsets_in_pixels(models, digit):
 
 
 def test_adaptation_regular_curve_is_flat(models, digit):
-    spec = adaptation_figure(models["deform_rts"], models["regular_rts"], digit)
+    from models.transforms import rotate_scale
+
+    scales = (0.6, 0.8, 1.0, 1.2, 1.4)
+    variants = [(sc, 0.0) for sc in scales] + [(1.0, 45.0)]
+    images = torch.stack([rotate_scale(digit, a, sc) for sc, a in variants])
+    caps = viz.capture(models["deform_rts"], images), viz.capture(models["regular_rts"], images)
+    spec = adaptation_figure(*caps, variants, scales)
     curves = {layer.label: layer for layer in spec.panels[-1].layers}
     assert np.allclose(curves["regular"].y, 2.0)
     assert curves["deformable"].x.tolist() == [0.6, 0.8, 1.0, 1.2, 1.4]
@@ -99,14 +107,14 @@ def test_adaptation_regular_curve_is_flat(models, digit):
 
 
 def test_modulation_sizes_follow_mask_products(models, digit):
-    spec = modulation_figure(models["deform2_plain"], digit, unit=(7, 7))
+    spec = modulation_figure(viz.capture(models["deform2_plain"], digit), unit=(7, 7))
     cap = viz.capture(models["deform2_plain"], digit)
     pts = viz.backproject(cap, (7, 7))
     layer = spec.panels[2].layers[0]
     w = pts.weight[pts.where(level=3)].numpy()
     assert np.allclose(layer.sizes, 4 + 60 * w / w.max())
     with pytest.raises(ValueError, match="DCNv2"):
-        modulation_figure(models["deform_rts"], digit)
+        modulation_figure(viz.capture(models["deform_rts"], digit))
 
 
 def test_scene_figures_draw_the_backprojected_points_of_the_picked_units():
@@ -146,3 +154,33 @@ def test_scene_figures_draw_the_backprojected_points_of_the_picked_units():
     n_units = sum(int((unit_digits(cap_d, boxes[i]) >= 0).sum()) for i in range(2))
     assert [len(d.x) for d in dots] == [n_units, n_units]
     assert np.allclose(dots[1].y, 4.0)  # the regular twin: 4 px everywhere
+
+
+def test_unit_points_figure_for_a_digit_pair(models, digit):
+    from viz.figures import count_note, unit_points_figure
+
+    cap_d, cap_r = viz.capture(models["deform_rts"], digit), viz.capture(models["regular_rts"], digit)
+    spec = unit_points_figure(cap_d, cap_r, (5, 6))
+    assert [p.title for p in spec.panels] == ["deformable", "regular twin"]
+    units = next(layer for layer in spec.panels[0].layers if layer.kind == "units")
+    assert len(units.x) == 196 and units.custom[6 * 14 + 3].tolist() == [6, 3]
+    assert (units.x[6 * 14 + 3], units.y[6 * 14 + 3]) == (6.5, 12.5)  # x = 2*col + 0.5, y = 2*row + 0.5
+    pts = viz.backproject(cap_d, (5, 6))
+    drawn = next(layer for layer in spec.panels[0].layers if layer.kind == "points")
+    assert np.array_equal(drawn.x, pts.x[pts.level == 3].numpy()) and drawn.label == count_note(pts)
+    x0, x1, y1, y0 = spec.panels[0].extent  # every point inside the axes
+    assert drawn.x.min() >= x0 and drawn.x.max() <= x1 and drawn.y.min() >= y0 and drawn.y.max() <= y1
+    merged = next(layer for layer in spec.panels[1].layers if layer.kind == "points")
+    assert len(merged.x) == 49 and merged.label == "729 samples on 49 positions (size = count)"
+    assert merged.sizes.max() > merged.sizes.min()  # the centre holds 7*7 = 49 samples, a corner 1
+
+
+def test_count_note_explains_each_method(models, digit):
+    from viz.figures import count_note
+
+    cap = viz.capture(models["deform_rts"], digit)
+    near = viz.backproject(cap, (0, 0), method="nearest")
+    assert count_note(near).startswith(f"{near.count(level=3)} of 729 sampling points (level 3)")
+    assert "dropped" in count_note(near) or near.count(level=3) == 729
+    exact = viz.backproject(cap, (0, 0), method="exact")
+    assert count_note(exact).startswith(f"{exact.count(level=3)} positions (level 3) carrying the weight of all 729")

@@ -78,6 +78,7 @@ class Points:
     units_xy: Tensor
     method: str
     levels: int
+    taps: int = 9  # samples per filter: every level multiplies the paths by this
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -256,6 +257,7 @@ def backproject(
         units_xy=torch.stack([ux_pix, uy_pix], dim=1),
         method=method,
         levels=levels,
+        taps=top.taps,
     )
 
 

@@ -10,9 +10,11 @@ digit and for a new 64x64 scene.
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 
 import torch
+from PIL import Image, ImageDraw
 
 import viz
 from models.runtime import spread, time_runs, use_all_cpu_threads
@@ -47,35 +49,64 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _canvas_png(draw_fn, side: int) -> Image.Image:
+    """A canvas-like RGBA drawing round-tripped through PNG bytes, as the browser sends it."""
+    img = Image.new("RGBA", (side, side), (0, 0, 0, 255))
+    draw_fn(ImageDraw.Draw(img))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    data = buf.getvalue()
+
+    def decode() -> Image.Image:
+        out = Image.open(io.BytesIO(data))
+        out.load()
+        return out
+
+    return decode
+
+
 def app_update(repeats: int) -> None:
-    """What the app does server-side when the canvas changes: decode the PNG, preprocess, run
-    both models, build every figure on the page and serialise them as Streamlit does."""
-    import base64
-    import io
-
+    """What the app's digit mode does server-side when the canvas changes: decode the PNG,
+    preprocess, run both models, build every view's spec, draw it with Plotly and serialise it
+    as Streamlit does."""
     import plotly.io as pio
-    from PIL import Image, ImageDraw
 
-    from viz import interactive as ia
+    from viz.figures import (
+        density_figure,
+        dilation_figure,
+        levels_figure,
+        offset_field_figure,
+        probabilities_figure,
+        unit_points_figure,
+    )
+    from viz.render import plotly_figure
+    from viz.stats import centre_unit
 
     try:
         deform, regular = viz.load("deform_rts"), viz.load("regular_rts")
     except viz.CheckpointError as exc:
         print(f"app update: skipped ({exc})")
         return
-    img = Image.new("RGBA", (280, 280), (0, 0, 0, 255))
-    ImageDraw.Draw(img).line([(60, 50), (200, 50), (110, 240)], fill=(255, 255, 255, 255), width=22)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    decode = _canvas_png(lambda d: d.line([(60, 50), (200, 50), (110, 240)], fill=(255, 255, 255, 255), width=22), 280)
 
     def update(points_only: bool = False) -> None:
-        a = ia.analyse(deform, regular, ia.prepare(ia.canvas_image(url)))
-        figs = [ia.points_figure(a, ia.default_unit(a), 3, "bilinear", False), ia.probabilities_figure(a)]
+        image = viz.preprocess(decode())
+        cap_d, cap_r = viz.capture(deform, image), viz.capture(regular, image)
+        caps = {"deformable": cap_d, "regular twin": cap_r}
+        unit = centre_unit(cap_d)
+        specs = [
+            unit_points_figure(cap_d, cap_r, unit),
+            probabilities_figure(caps, {"deformable": "#e41a1c", "regular twin": "#7f7f7f"}),
+        ]
         if not points_only:
-            figs += [ia.offsets_figure(deform, a), ia.density_figure(a, "all", "bilinear"), ia.dilation_view(a)[0]]
-        for f in figs:
-            pio.to_json(f)
+            specs += [
+                levels_figure(cap_d, unit),
+                offset_field_figure(cap_d),
+                density_figure(caps),
+                dilation_figure(cap_d),
+            ]
+        for spec in specs:
+            pio.to_json(plotly_figure(spec, interactive=True))
 
     print("app, digit mode, new canvas state -> all figures serialised (server side):")
     print(
@@ -88,14 +119,9 @@ def scene_update(repeats: int) -> None:
     """The scene mode's server-side work for a new drawing: decode the 256x256 canvas PNG, make
     the 64x64 scene, find its digits, run the scene model and its twin, build the points view
     and the triplet and serialise them as Streamlit does."""
-    import base64
-    import io
-
     import plotly.io as pio
-    from PIL import Image, ImageDraw
 
-    from viz import interactive as ia
-    from viz.figures import scene_receptive_field_figure, scene_unit_figure
+    from viz.figures import scene_receptive_field_figure, unit_points_figure
     from viz.preprocess import preprocess_scene
     from viz.render import plotly_figure
     from viz.scene_stats import ink_boxes, pick_units
@@ -105,22 +131,21 @@ def scene_update(repeats: int) -> None:
     except viz.CheckpointError as exc:
         print(f"app, scene mode: skipped ({exc})")
         return
-    img = Image.new("RGBA", (256, 256), (0, 0, 0, 255))
-    draw = ImageDraw.Draw(img)
-    draw.line([(30, 30), (150, 30), (80, 220)], fill=(255, 255, 255, 255), width=12)
-    draw.line([(190, 160), (230, 160), (205, 215)], fill=(255, 255, 255, 255), width=8)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+    def two_digits(d) -> None:
+        d.line([(30, 30), (150, 30), (80, 220)], fill=(255, 255, 255, 255), width=12)
+        d.line([(190, 160), (230, 160), (205, 215)], fill=(255, 255, 255, 255), width=8)
+
+    decode = _canvas_png(two_digits, 256)
 
     def update() -> None:
-        scene = preprocess_scene(ia.canvas_image(url))
+        scene = preprocess_scene(decode())
         boxes = ink_boxes(scene)
         cap_d, cap_r = viz.capture(deform, scene.unsqueeze(0)), viz.capture(regular, scene.unsqueeze(0))
         picks = pick_units(cap_d, boxes, boxes[:, 3] - boxes[:, 1])
         unit = picks["large"] or (8, 8)
         figs = [
-            plotly_figure(scene_unit_figure(cap_d, cap_r, unit), interactive=True),
+            plotly_figure(unit_points_figure(cap_d, cap_r, unit), interactive=True),
             plotly_figure(scene_receptive_field_figure(cap_d, cap_r, [picks]), interactive=True),
         ]
         for f in figs:

@@ -27,6 +27,7 @@ import viz
 from models.catalog import twin_of
 from models.runtime import use_all_cpu_threads
 from models.scenes import size_class
+from models.transforms import rotate_scale
 from viz.figures import (
     FigureSpec,
     adaptation_figure,
@@ -75,12 +76,27 @@ def load_digit(spec: str) -> tuple[torch.Tensor, str]:
 
 
 def builders(deform, regular, modulated, digit: torch.Tensor) -> dict[str, Callable[[], FigureSpec]]:
+    """The digit figures of one digit. The scenarios (the digit scaled, rotated) are made and
+    captured here; the figure builders only take captures."""
+    small, large = 0.6, 1.3
+
+    def receptive_field() -> FigureSpec:
+        images = torch.stack([digit, rotate_scale(digit, 0.0, small), rotate_scale(digit, 0.0, large)])
+        labels = (f"small digit ({small:g}x)", f"large digit ({large:g}x)", "")
+        return receptive_field_figure(viz.capture(deform, images), viz.capture(regular, images), labels)
+
+    def adaptation() -> FigureSpec:
+        scales, angles = (0.6, 0.8, 1.0, 1.2, 1.4), (-45.0, 45.0)
+        variants = [(s, 0.0) for s in scales] + [(1.0, a) for a in angles]
+        images = torch.stack([rotate_scale(digit, a, s) for s, a in variants])
+        return adaptation_figure(viz.capture(deform, images), viz.capture(regular, images), variants, scales)
+
     return {
-        "receptive_field": lambda: receptive_field_figure(deform, regular, digit),
-        "levels": lambda: levels_figure(deform, digit),
-        "offset_field": lambda: offset_field_figure(deform, digit),
-        "adaptation": lambda: adaptation_figure(deform, regular, digit),
-        "modulation": lambda: modulation_figure(modulated, digit),
+        "receptive_field": receptive_field,
+        "levels": lambda: levels_figure(viz.capture(deform, digit)),
+        "offset_field": lambda: offset_field_figure(viz.capture(deform, digit)),
+        "adaptation": adaptation,
+        "modulation": lambda: modulation_figure(viz.capture(modulated, digit)),
     }
 
 

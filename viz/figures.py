@@ -11,13 +11,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from models.transforms import rotate_scale
 from viz.backproject import Points, backproject, regular_grid
-from viz.capture import Capture, capture
+from viz.capture import Capture
 from viz.geometry import BILINEAR
-from viz.stats import dilation_summary, on_digit_units, unit_pixels
+from viz.stats import (
+    background_unit,
+    centre_unit,
+    dilation_summary,
+    effective_dilation,
+    sampling_density,
+    unit_pixels,
+)
 
 POINT_RED, UNIT_GREEN, GRID_GREY = "#e41a1c", "#2ca02c", "#7f7f7f"
 #: Colours of the 10 digit classes in segmentation overlays (matplotlib's tab10).
@@ -39,7 +45,8 @@ DIGIT_COLORS = (
 class Layer:
     """One drawn element. ``kind``: ``points`` (x, y, sizes, alphas), ``unit`` (a marker),
     ``units`` (clickable unit cells with their (row, col) in ``custom``; interactive renderers
-    only), ``segments`` (x, y, x2, y2), ``arrows`` (x, y, u, v) or ``curve`` (x, y)."""
+    only), ``segments`` (x, y, x2, y2), ``arrows`` (x, y, u, v), ``curve`` (x, y) or ``bars``
+    (heights y at x)."""
 
     kind: str
     x: np.ndarray
@@ -51,6 +58,7 @@ class Layer:
     sizes: np.ndarray | None = None
     alphas: np.ndarray | None = None
     custom: np.ndarray | None = None  # ``units``: (N, 2) row and column of each clickable unit
+    offset: float = 0.0  # ``bars``: shift along x, so that several bar layers stand side by side
 
 
 @dataclass
@@ -62,6 +70,11 @@ class Panel:
     ylabel: str = "y (input pixel)"
     extent: tuple[float, float, float, float] | None = None  # x0, x1, y0, y1 (image axes)
     overlay: np.ndarray | None = None  # (H, W, 4) RGBA in [0, 1] over the image (segmentation)
+    heat: np.ndarray | None = None  # (H, W) values drawn as a colour map with a colour bar
+    heat_title: str = ""  # the colour bar's title, with units
+    heat_colors: str = "hot"  # a colour map name both renderers know: "hot" or "viridis"
+    xrange: tuple[float, float] | None = None  # axis limits for panels without an image
+    yrange: tuple[float, float] | None = None
 
 
 @dataclass
@@ -97,57 +110,42 @@ def points_layer(
     )
 
 
+def count_note(pts: Points, level: int | None = None) -> str:
+    """How many points a level holds, explained for the method, so that the legend and the
+    caption say the same thing: ``nearest`` drops samples whose nearest unit is off the map,
+    ``exact`` merges coincident neighbours, ``bilinear`` keeps all and flags padding reads."""
+    level = level or pts.levels
+    n = pts.count(level=level)
+    full = pts.taps**level * len(pts.units_yx)
+    if pts.method == "nearest":
+        dropped = f"; {full - n} dropped: their nearest unit is off the map" if n < full else ""
+        return f"{n} of {full} sampling points (level {level}){dropped}"
+    if pts.method == "exact":
+        return (
+            f"{n} positions (level {level}) carrying the weight of all {full} samples, each split over its 4 neighbours"
+        )
+    padding = int((~pts.inside[pts.level == level]).sum())
+    return f"{n} sampling points (level {level})" + (f"; {padding} read only zero padding" if padding else "")
+
+
 def unit_layer(pts: Points, label: str = "activation unit") -> Layer:
     xy = pts.units_xy.numpy()
     return Layer("unit", xy[:, 0], xy[:, 1], label, UNIT_GREEN)
 
 
-def centre_unit(cap: Capture, image: int = 0) -> tuple[int, int]:
-    """The top-layer unit closest to the ink's centre of mass."""
-    img = cap.images[image, 0]
-    total = img.sum().clamp_min(1e-6)
-    ys, xs = torch.meshgrid(
-        torch.arange(img.shape[0], dtype=torch.float32), torch.arange(img.shape[1], dtype=torch.float32), indexing="ij"
-    )
-    cy, cx = float((ys * img).sum() / total), float((xs * img).sum() / total)
-    uy, ux = unit_pixels(cap)
-    d = (uy - cy) ** 2 + (ux - cx) ** 2
-    i = int(d.argmin())
-    return divmod(i, d.shape[1])
-
-
-def background_unit(cap: Capture, image: int = 0) -> tuple[int, int]:
-    """A top-layer unit on the background: at least 3 units from any unit on the digit, off the
-    outermost ring, as near the digit's centre as possible."""
-    on = on_digit_units(cap, image, threshold=0.1)
-    h, w = on.shape
-    if not on.any():
-        return (h // 2, w // 2)
-    near = torch.nn.functional.max_pool2d(on[None, None].float(), 5, stride=1, padding=2)[0, 0] > 0
-    cand = (~near).clone()
-    cand[:1], cand[-1:], cand[:, :1], cand[:, -1:] = False, False, False, False
-    if not cand.any():
-        cand = ~on
-    cu = centre_unit(cap, image)
-    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-    d = ((ys - cu[0]) ** 2 + (xs - cu[1]) ** 2).float()
-    d[~cand] = float("inf")
-    return divmod(int(d.argmin()), w)
-
-
 def receptive_field_figure(
-    deform: nn.Module, regular: nn.Module, digit: Tensor, small: float = 0.6, large: float = 1.3, method: str = BILINEAR
+    deform: Capture,
+    regular: Capture,
+    labels: tuple[str, str, str] = ("small digit", "large digit", ""),
+    method: str = BILINEAR,
 ) -> FigureSpec:
-    """Figure 1: the paper's receptive-field figure. Columns: a unit on the background, on a
-    small digit, on a large digit; rows: deformable model, regular twin."""
-    images = torch.stack([digit, rotate_scale(digit, 0.0, small), rotate_scale(digit, 0.0, large)])
+    """Figure 1: the paper's receptive-field figure on one digit. Both captures hold three images:
+    the digit (a background unit is shown), the digit small and the digit large (their centre
+    units). Columns: those three; rows: deformable model, regular twin."""
     panels = []
-    for model, row in ((deform, "deformable"), (regular, "regular")):
-        cap = capture(model, images)
+    for cap, row in ((deform, "deformable"), (regular, "regular")):
         units = [background_unit(cap, 0), centre_unit(cap, 1), centre_unit(cap, 2)]
-        for i, (unit, what) in enumerate(
-            zip(units, ("background", f"small digit ({small:g}x)", f"large digit ({large:g}x)"), strict=True)
-        ):
+        for i, (unit, what) in enumerate(zip(units, ("background", labels[0], labels[1]), strict=True)):
             pts = backproject(cap, unit, method=method, image=i)
             panels.append(
                 Panel(
@@ -167,11 +165,8 @@ def receptive_field_figure(
     )
 
 
-def levels_figure(
-    model: nn.Module, digit: Tensor, unit: tuple[int, int] | None = None, method: str = BILINEAR
-) -> FigureSpec:
+def levels_figure(cap: Capture, unit: tuple[int, int] | None = None, method: str = BILINEAR) -> FigureSpec:
     """Figure 2: the 9, 81 and 729 points of one unit, level by level, parent-to-child lines."""
-    cap = capture(model, digit)
     unit = unit or centre_unit(cap)
     pts = backproject(cap, unit, method=method)
     panels = []
@@ -209,9 +204,8 @@ def levels_figure(
     )
 
 
-def offset_field_figure(model: nn.Module, digit: Tensor) -> FigureSpec:
+def offset_field_figure(cap: Capture) -> FigureSpec:
     """Figure 3: per deformable layer, the mean offset over the 9 taps at each unit."""
-    cap = capture(model, digit)
     panels = []
     for li, lc in enumerate(cap.layers):
         uy, ux = unit_pixels(cap, li)
@@ -240,13 +234,13 @@ def offset_field_figure(model: nn.Module, digit: Tensor) -> FigureSpec:
 
 
 def adaptation_figure(
-    deform: nn.Module, regular: nn.Module, digit: Tensor, scales=(0.6, 0.8, 1.0, 1.2, 1.4), angles=(-45.0, 45.0)
+    deform: Capture, regular: Capture, variants: list[tuple[float, float]], scales: tuple[float, ...]
 ) -> FigureSpec:
-    """Figure 4: the same digit scaled and rotated with the centre unit's points, and mean
-    effective dilation on the digit versus scale for both models."""
-    variants = [(s, 0.0) for s in scales] + [(1.0, a) for a in angles]
-    images = torch.stack([rotate_scale(digit, a, s) for s, a in variants])
-    cap_d, cap_r = capture(deform, images), capture(regular, images)
+    """Figure 4: one digit transformed, with the centre unit's points, and mean effective
+    dilation on the digit versus scale for both models. Image ``i`` of both captures is the digit
+    scaled by ``variants[i][0]`` and rotated by ``variants[i][1]`` degrees; the first
+    ``len(scales)`` variants are the pure scalings ``scales``."""
+    cap_d, cap_r = deform, regular
     panels = []
     for i, (s, a) in enumerate(variants):
         pts = backproject(cap_d, centre_unit(cap_d, i), image=i)
@@ -275,9 +269,8 @@ def adaptation_figure(
     )
 
 
-def modulation_figure(model: nn.Module, digit: Tensor, unit: tuple[int, int] | None = None) -> FigureSpec:
+def modulation_figure(cap: Capture, unit: tuple[int, int] | None = None) -> FigureSpec:
     """Figure 5: DCNv2: point size and opacity by modulation weight (product of masks)."""
-    cap = capture(model, digit)
     if cap.layers[-1].mask is None:
         raise ValueError("the modulation figure needs a DCNv2 (deform2) checkpoint")
     unit = unit or centre_unit(cap)
@@ -313,6 +306,65 @@ def modulation_figure(model: nn.Module, digit: Tensor, unit: tuple[int, int] | N
     )
 
 
+def probabilities_figure(captures: dict[str, Capture], colors: dict[str, str]) -> FigureSpec:
+    """Class probabilities of image 0 for each model, bars side by side."""
+    layers = []
+    n = len(captures)
+    for m, (name, cap) in enumerate(captures.items()):
+        p = cap.probabilities[0].numpy()
+        layers.append(
+            Layer("bars", np.arange(len(p), dtype=float), p, name, colors[name], offset=(m - (n - 1) / 2) * 0.8 / n)
+        )
+    return FigureSpec(
+        "probabilities",
+        "What the models predict",
+        "Softmax probability of each class.",
+        [Panel("", None, layers, xlabel="class", ylabel="probability", yrange=(0.0, 1.0))],
+        ncols=1,
+    )
+
+
+def density_figure(captures: dict[str, Capture], units: str = "all", method: str = BILINEAR) -> FigureSpec:
+    """Where the chosen top-layer units sample, summed over units: one heat map per model."""
+    panels = []
+    for name, cap in captures.items():
+        d = sampling_density(cap, units=units, method=method).numpy()
+        panels.append(Panel(name, None, [], heat=d, heat_title="samples per pixel", extent=_extent(cap)))
+    which = "every top-layer unit" if units == "all" else "the top-layer units on the digit"
+    return FigureSpec(
+        "density",
+        "Sampling density",
+        f"How many of the back-projected samples of {which} fall on each input pixel (weights summed, {method} method).",
+        panels,
+        ncols=len(panels),
+    )
+
+
+def dilation_figure(cap: Capture, name: str = "deformable") -> FigureSpec:
+    """The effective dilation of every top-layer unit, as a map over the units."""
+    d = effective_dilation(cap).numpy()
+    ho, wo = d.shape
+    return FigureSpec(
+        "dilation",
+        "Effective dilation of the top layer",
+        "Mean distance between the sampling locations of adjacent taps of each unit's 3x3 filter (Dai et al. 2017).",
+        [
+            Panel(
+                name,
+                None,
+                [],
+                xlabel="unit column",
+                ylabel="unit row",
+                heat=d,
+                heat_title="px",
+                heat_colors="viridis",
+                extent=(-0.5, wo - 0.5, ho - 0.5, -0.5),
+            )
+        ],
+        ncols=1,
+    )
+
+
 __all__ = [
     "FigureSpec",
     "Layer",
@@ -320,6 +372,13 @@ __all__ = [
     "adaptation_figure",
     "background_unit",
     "centre_unit",
+    "count_note",
+    "density_figure",
+    "dilation_figure",
+    "dilation_vs_size_figure",
+    "probabilities_figure",
+    "scene_receptive_field_figure",
+    "unit_points_figure",
     "levels_figure",
     "modulation_figure",
     "offset_field_figure",
@@ -465,7 +524,7 @@ def merged_points_layer(pts: Points, level: int, label: str, color: str = POINT_
     return Layer("points", uniq[:, 0], uniq[:, 1], label, color, sizes=6 + 10 * np.sqrt(counts / counts.max()) ** 2)
 
 
-def scene_unit_figure(
+def unit_points_figure(
     deform: Capture,
     regular: Capture,
     unit: tuple[int, int],
@@ -474,16 +533,17 @@ def scene_unit_figure(
     overlay: bool = True,
     names: tuple[str, str] = ("deformable", "regular twin"),
 ) -> FigureSpec:
-    """The app's main scene view: the chosen unit's back-projected points for the deformable
-    model and, beside it, its regular twin; clickable units; the predicted segmentation as a
-    colour overlay. Axes grow to show every point; the image frame is outlined then."""
+    """The app's main view: the chosen unit's back-projected points for the deformable model
+    and, beside it, its regular twin (coincident samples merged, sized by count); clickable
+    units; for dense models the predicted segmentation as a colour overlay. Axes grow to show
+    every point; the image frame is outlined then."""
     panels = []
     for cap, name in ((deform, names[0]), (regular, names[1])):
         pts = backproject(cap, unit, levels=levels, method=method)
         lvl = pts.levels
         n = pts.count(level=lvl)
         if cap.top.deformable:
-            layer = points_layer(pts, lvl, f"{n} sampling points (level {lvl})")
+            layer = points_layer(pts, lvl, count_note(pts, lvl))
         else:
             layer = merged_points_layer(pts, lvl, "")
             layer.label = f"{n} samples on {len(layer.x)} positions (size = count)"
@@ -492,7 +552,7 @@ def scene_unit_figure(
         seg = segmentation_overlay(cap.predictions[0]) if overlay and cap.logits.dim() == 4 else None
         panels.append(Panel(name, _img(cap), layers, extent=extent, overlay=seg))
     return FigureSpec(
-        "scene_unit",
+        "unit_points",
         f"Unit {unit}: where it samples",
         f"{method} back-projection through {levels or len(deform.layers)} layers",
         panels,

@@ -65,6 +65,8 @@ def _mpl_layer(ax, layer: Layer) -> None:
         ax.plot(layer.x, layer.y, marker="o", color=layer.color, label=layer.label)
     elif layer.kind == "units":
         pass  # clickable cells only mean something in an interactive figure
+    elif layer.kind == "bars":
+        ax.bar(layer.x + layer.offset, layer.y, width=0.35, color=layer.color, label=layer.label)
     else:
         raise ValueError(f"unknown layer kind {layer.kind!r}")
 
@@ -82,8 +84,17 @@ def _mpl_panel(ax, panel: Panel, legend: bool = True) -> None:
         ax.imshow(
             panel.image, cmap="gray", vmin=0, vmax=1, extent=(-0.5, w - 0.5, h - 0.5, -0.5), interpolation="nearest"
         )
+    if panel.heat is not None:
+        h, w = panel.heat.shape
+        frame = panel.extent or (-0.5, w - 0.5, h - 0.5, -0.5)
+        im = ax.imshow(panel.heat, cmap=panel.heat_colors, extent=frame, interpolation="nearest")
+        ax.figure.colorbar(im, ax=ax, label=panel.heat_title, shrink=0.8)
     for layer in panel.layers:
         _mpl_layer(ax, layer)
+    if panel.xrange is not None:
+        ax.set_xlim(*panel.xrange)
+    if panel.yrange is not None:
+        ax.set_ylim(*panel.yrange)
     if panel.extent is not None:
         x0, x1, y0, y1 = panel.extent
         ax.set_xlim(x0, x1)
@@ -93,7 +104,7 @@ def _mpl_panel(ax, panel: Panel, legend: bool = True) -> None:
     ax.set_xlabel(panel.xlabel, fontsize=8)
     ax.set_ylabel(panel.ylabel, fontsize=8)
     ax.tick_params(labelsize=7)
-    if legend:
+    if legend and panel.layers:
         ax.legend(loc="upper right", fontsize=6, framealpha=0.7)
 
 
@@ -152,6 +163,7 @@ def plotly_figure(spec: FigureSpec, interactive: bool = False, height: int | Non
     for i, panel in enumerate(spec.panels):
         r, c = i // ncols + 1, i % ncols + 1
         add_panel_traces(fig, panel, row=r, col=c, shown=shown, axis=i + 1)
+    fig.update_layout(barmode="group")
     if interactive:
         fig.update_layout(
             height=height or 460 * nrows + 60,
@@ -184,6 +196,18 @@ def add_panel_traces(
     if panel.image is not None:
         fig.add_trace(
             go.Heatmap(z=panel.image, colorscale="gray", zmin=0, zmax=1, showscale=False, hoverinfo="skip"), **kw
+        )
+    if panel.heat is not None:
+        scale = {"hot": "Hot", "viridis": "Viridis"}.get(panel.heat_colors, panel.heat_colors)
+        fig.add_trace(
+            go.Heatmap(
+                z=panel.heat,
+                colorscale=scale,
+                colorbar={"title": {"text": panel.heat_title}, "len": 0.8, "x": _colorbar_x(fig, row, col)},
+                hovertemplate=f"x %{{x}}, y %{{y}}: %{{z:.2f}} {panel.heat_title}<extra></extra>",
+                name=panel.title,
+            ),
+            **kw,
         )
     if panel.overlay is not None:
         rgba = np.round(panel.overlay * 255).astype(np.uint8)
@@ -254,6 +278,8 @@ def add_panel_traces(
             fig.add_trace(
                 go.Scatter(x=layer.x, y=layer.y, mode="lines+markers", line={"color": layer.color}, **common), **kw
             )
+        elif layer.kind == "bars":
+            fig.add_trace(go.Bar(x=layer.x, y=layer.y, marker_color=layer.color, **common), **kw)
     axis_kw = {"title_text": panel.xlabel}
     fig.update_xaxes(**axis_kw, **kw)
     if panel.extent is not None:
@@ -264,6 +290,18 @@ def add_panel_traces(
         fig.update_yaxes(range=[y0, y1], title_text=panel.ylabel, scaleanchor=anchor, constrain="domain", **kw)
     else:
         fig.update_yaxes(title_text=panel.ylabel, **kw)
+    if panel.xrange is not None:
+        fig.update_xaxes(range=list(panel.xrange), **kw)
+    if panel.yrange is not None:
+        fig.update_yaxes(range=list(panel.yrange), **kw)
+
+
+def _colorbar_x(fig, row: int | None, col: int | None) -> float:
+    """Put a subplot's colour bar just right of that subplot, not over its neighbour."""
+    if row is None:
+        return 1.02
+    ax = fig.get_subplot(row, col).xaxis
+    return float(ax.domain[1]) + 0.01
 
 
 def render_html(spec: FigureSpec, path: Path) -> Path:

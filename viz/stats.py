@@ -41,6 +41,39 @@ def on_digit_units(cap: Capture, image: int = 0, layer: int = -1, threshold: flo
     return (vals[:, 0] > threshold).view(y.shape)
 
 
+def centre_unit(cap: Capture, image: int = 0) -> tuple[int, int]:
+    """The top-layer unit closest to the ink's centre of mass."""
+    img = cap.images[image, 0]
+    total = img.sum().clamp_min(1e-6)
+    ys, xs = torch.meshgrid(
+        torch.arange(img.shape[0], dtype=torch.float32), torch.arange(img.shape[1], dtype=torch.float32), indexing="ij"
+    )
+    cy, cx = float((ys * img).sum() / total), float((xs * img).sum() / total)
+    uy, ux = unit_pixels(cap)
+    d = (uy - cy) ** 2 + (ux - cx) ** 2
+    i = int(d.argmin())
+    return divmod(i, d.shape[1])
+
+
+def background_unit(cap: Capture, image: int = 0) -> tuple[int, int]:
+    """A top-layer unit on the background: at least 3 units from any unit on the digit, off the
+    outermost ring, as near the digit's centre as possible."""
+    on = on_digit_units(cap, image, threshold=0.1)
+    h, w = on.shape
+    if not on.any():
+        return (h // 2, w // 2)
+    near = torch.nn.functional.max_pool2d(on[None, None].float(), 5, stride=1, padding=2)[0, 0] > 0
+    cand = (~near).clone()
+    cand[:1], cand[-1:], cand[:, :1], cand[:, -1:] = False, False, False, False
+    if not cand.any():
+        cand = ~on
+    cu = centre_unit(cap, image)
+    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    d = ((ys - cu[0]) ** 2 + (xs - cu[1]) ** 2).float()
+    d[~cand] = float("inf")
+    return divmod(int(d.argmin()), w)
+
+
 def layer_points(cap: Capture, layer: int = -1, image: int = 0) -> tuple[Tensor, Tensor, Tensor]:
     """Single layer: the sampling locations ``p = p0 + p_n + dp_n`` of every output unit.
 

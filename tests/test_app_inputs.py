@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
+import app_inputs as ia
 import viz
-from viz import interactive as ia
 from viz.samples import load_samples
 
 
@@ -34,17 +34,22 @@ def test_unit_from_selection_reads_customdata():
     assert ia.unit_from_selection(None) is None
 
 
-def test_points_figure_is_deterministic_and_has_clickable_units():
+def test_preview_fits_a_box_whatever_the_aspect_ratio():
+    for size in [(2000, 10), (10, 2000), (9000, 9000), (1, 1), (140, 140)]:
+        shown = ia.preview(Image.new("L", size, 128))
+        assert max(shown.size) <= 140 and min(shown.size) >= 1
+        assert shown.mode in ("RGB", "RGBA")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to view": a phone held upright
+    buf = io.BytesIO()
+    Image.new("L", (60, 30), 255).save(buf, format="JPEG", exif=exif.tobytes())
+    img, _ = ia.decode_image(buf.getvalue(), "phone.jpg")
+    assert img.size == (30, 60)  # applied: upright, as the camera meant
+
+
+def test_analysis_and_default_unit():
     models = viz.load("deform_rts"), viz.load("regular_rts")
-    a = ia.analyse(*models, load_samples().images[1])
-    f1 = ia.points_figure(a, (5, 6), 3, "bilinear", False)
-    f2 = ia.points_figure(a, (5, 6), 3, "bilinear", False)
-    assert f1.to_json() == f2.to_json()
-    units = f1.data[1]
-    assert units.type == "scatter" and len(units.x) == 196
-    assert units.customdata[6 * 14 + 3].tolist() == [6, 3]
-    assert (units.x[6 * 14 + 3], units.y[6 * 14 + 3]) == (6.5, 12.5)  # x = 2*col + 0.5, y = 2*row + 0.5
-    pts = viz.backproject(a.deform, (5, 6))
-    assert torch.allclose(torch.as_tensor(f1.data[2].x, dtype=torch.float32), pts.x[pts.level == 3])
-    regular = ia.points_figure(a, (5, 6), 2, "nearest", True)
-    assert len(regular.data[2].x) == 81
+    a = ia.analyse(*models, load_samples().images[1], key="k")
+    assert a.key == "k" and a.deform.images.shape == (1, 1, 28, 28)
+    assert ia.default_unit(a) == viz.stats.centre_unit(a.deform)
+    assert torch.equal(a.regular.logits, viz.capture(models[1], load_samples().images[1]).logits)

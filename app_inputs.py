@@ -1,0 +1,170 @@
+"""The app's input handling and analysis state, without Streamlit (so tests can call it
+directly): decode uploads safely, read the canvas, parse chart selections, run a digit through a
+model pair. Only ``app.py`` and ``app_*.py`` import this module; figures come from
+``viz.figures`` specs drawn by ``viz.render``."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch import Tensor, nn
+
+from viz.capture import Capture, capture
+from viz.preprocess import MAX_PIXELS, preprocess
+from viz.stats import centre_unit
+
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+UPLOAD_TYPES = ("png", "jpg", "jpeg", "bmp", "gif", "webp")
+
+
+class InputError(ValueError):
+    """An input the app cannot use; the message is shown to the user as is."""
+
+
+def decode_image(data: bytes, name: str = "upload") -> tuple[Image.Image, list[str]]:
+    """Bytes of an image file -> a fully loaded PIL image and notes for the user.
+
+    Raises :class:`InputError` for empty, oversized, non-image, truncated or bomb-sized files.
+    """
+    if not data:
+        raise InputError(f"{name} is empty (0 bytes).")
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise InputError(f"{name} is {len(data) / 1e6:.1f} MB; the limit is {MAX_UPLOAD_BYTES / 1e6:.0f} MB.")
+    notes: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(io.BytesIO(data))
+            w, h = img.size
+            if w * h > MAX_PIXELS:
+                raise InputError(
+                    f"{name} is {w}x{h} pixels; images above {MAX_PIXELS / 1e6:.0f} megapixels are refused."
+                )
+            if getattr(img, "n_frames", 1) > 1:
+                notes.append(f"{name} is animated ({img.n_frames} frames): the first frame is used.")
+                img.seek(0)
+            img.load()
+            img = ImageOps.exif_transpose(img)  # phone photos: the orientation the camera meant
+        except InputError:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise InputError(f"{name} decodes to a huge image (possible decompression bomb); refused.") from None
+        except UnidentifiedImageError:
+            raise InputError(f"{name} is not an image file that can be read (PNG, JPEG, BMP, GIF or WebP).") from None
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise InputError(f"{name} could not be decoded ({exc}); it may be truncated or corrupt.") from None
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        notes.append("16-bit image: scaled to 8 bits.")
+    if img.mode == "CMYK":
+        notes.append("CMYK image: converted to RGB.")
+    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+        notes.append("Transparent image: the opaque strokes are taken as the digit.")
+    return img, notes
+
+
+def preview(img: Image.Image, box: int = 140) -> Image.Image:
+    """A copy that fits in a ``box`` x ``box`` square whatever the aspect ratio (at least 1 px
+    each way), in a mode browsers show: previews never push the page off screen or send a
+    huge image to the browser."""
+    shown = img.convert("RGBA" if "A" in img.getbands() or "transparency" in img.info else "RGB")
+    w, h = shown.size
+    scale = min(box / w, box / h, 1.0)
+    return shown.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR)
+
+
+def canvas_image(image_data_url: str | None) -> Image.Image | None:
+    """The canvas's PNG data URL -> image, or None when nothing was drawn yet."""
+    if not image_data_url or ";base64," not in image_data_url:
+        return None
+    raw = base64.b64decode(image_data_url.split(";base64,", 1)[1])
+    img = Image.open(io.BytesIO(raw))
+    img.load()
+    arr = np.asarray(img)
+    if arr.ndim == 3 and arr.shape[2] == 4 and int(arr[..., 3].max()) == 0:
+        return None  # fully transparent: an empty canvas
+    return img
+
+
+def prepare(image: Image.Image | np.ndarray | Tensor) -> Tensor:
+    """``viz.preprocess``; errors become :class:`InputError` for display."""
+    try:
+        return preprocess(image)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+
+
+@dataclass
+class Analysis:
+    """One digit run through a deformable model and its regular twin."""
+
+    image: Tensor  # (1, 28, 28)
+    deform: Capture
+    regular: Capture
+    seconds: float
+    key: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def image_key(image: Tensor, *names: str) -> str:
+    h = hashlib.sha256(image.numpy().tobytes())
+    for n in names:
+        h.update(n.encode())
+    return h.hexdigest()[:16]
+
+
+def analyse(deform: nn.Module, regular: nn.Module, image: Tensor, key: str = "") -> Analysis:
+    t0 = time.perf_counter()
+    d = capture(deform, image)
+    r = capture(regular, image)
+    return Analysis(image, d, r, time.perf_counter() - t0, key)
+
+
+def unit_from_selection(event: Any) -> tuple[int, int] | None:
+    """The clicked unit from ``st.plotly_chart(..., on_select="rerun")``'s return value.
+
+    Streamlit passes each point's ``customdata`` as a list or as a mapping keyed by position
+    (``{"0": row, "1": col}``); both are accepted. Anything else gives None, never an error.
+    """
+    try:
+        points = event["selection"]["points"]
+    except (KeyError, TypeError):
+        points = getattr(getattr(event, "selection", None), "points", None)
+    for p in points or []:
+        cd = p.get("customdata") if isinstance(p, dict) else None
+        if isinstance(cd, dict):
+            cd = [v for _, v in sorted(cd.items(), key=lambda kv: int(kv[0]))]
+        if isinstance(cd, list | tuple) and len(cd) == 2:
+            try:
+                return int(cd[0]), int(cd[1])
+            except (TypeError, ValueError):
+                continue
+    return None
+
+
+def default_unit(a: Analysis) -> tuple[int, int]:
+    return centre_unit(a.deform)
+
+
+__all__ = [
+    "MAX_PIXELS",
+    "MAX_UPLOAD_BYTES",
+    "UPLOAD_TYPES",
+    "Analysis",
+    "InputError",
+    "analyse",
+    "canvas_image",
+    "decode_image",
+    "default_unit",
+    "image_key",
+    "prepare",
+    "preview",
+    "unit_from_selection",
+]
