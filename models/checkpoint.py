@@ -61,10 +61,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             f"{str(path)!r} is not a deformscope checkpoint: it holds a Python object of type "
             f"{found.group(1)}, and only plain tensors and values are loaded, for safety"
         ) from None
-    except Exception as exc:  # torch's unpickler raises many types on garbage input
+    except Exception:  # torch's unpickler raises many types on garbage input; their text helps nobody
         raise CheckpointError(
-            f"could not read {str(path)!r}: the file is truncated, corrupt or not a PyTorch "
-            f"checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+            f"could not read {str(path)!r}: the file is truncated, corrupt or not a PyTorch checkpoint; "
+            "copy or download it again, or retrain it with python -m models.train"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(

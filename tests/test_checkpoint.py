@@ -60,8 +60,11 @@ def test_truncated_file(ckpt, tmp_path):
     path, _ = ckpt
     cut = tmp_path / "cut.pt"
     cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    with pytest.raises(CheckpointError, match="truncated, corrupt or not a PyTorch checkpoint"):
+    with pytest.raises(CheckpointError, match="truncated, corrupt or not a PyTorch checkpoint") as err:
         load_checkpoint(cut)
+    message = str(err.value)
+    assert "\n" not in message and len(message) < 250 + len(str(cut)), "one short line"
+    assert "retrain" in message  # says what to do
 
 
 def test_text_file(tmp_path):

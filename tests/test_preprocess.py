@@ -114,3 +114,38 @@ def test_an_mnist_digit_stays_an_mnist_digit():
 def test_rejects_what_is_not_a_digit_image(bad, message):
     with pytest.raises(PreprocessError, match=message):
         preprocess(bad)
+
+
+def test_huge_and_truncated_images_get_clear_errors():
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from viz.preprocess import MAX_PIXELS, PreprocessError, preprocess
+
+    with pytest.raises(PreprocessError, match="too large"):
+        preprocess(np.zeros((5000, 4000), dtype=np.uint8))  # 20 megapixels, refused before any work
+    assert 5000 * 4000 > MAX_PIXELS
+    buf = io.BytesIO()
+    Image.new("L", (200, 200), 255).save(buf, format="PNG")
+    cut = Image.open(io.BytesIO(buf.getvalue()[:120]))  # PIL opens lazily; decoding fails later
+    with pytest.raises(PreprocessError, match="truncated or corrupt"):
+        preprocess(cut)
+
+
+def test_preprocess_scene_keeps_sizes_and_places():
+    import torch
+
+    from viz.preprocess import preprocess_scene
+
+    img = torch.zeros(128, 256)  # wide: letterboxed into 64x64, scale 1/4
+    img[20:100, 20:40] = 1.0  # tall bar, 80 px -> 20 px
+    img[100:120, 200:210] = 1.0  # small bar, 20 px -> 5 px
+    scene = preprocess_scene(img)
+    assert scene.shape == (1, 64, 64) and float(scene.max()) == 1.0
+    rows = (scene[0] > 0.5).any(1).nonzero().flatten()
+    assert rows.min() >= 16 and rows.max() < 48  # 128 px tall -> 32 px band in the middle
+    tall = (scene[0, :, 5:10] > 0.5).any(1).sum()
+    small = (scene[0, :, 50:53] > 0.5).any(1).sum()
+    assert abs(int(tall) - 20) <= 1 and abs(int(small) - 5) <= 1

@@ -521,7 +521,7 @@ def merged_points_layer(pts: Points, level: int, label: str, color: str = POINT_
     sel = pts.where(level=level)
     xy = np.stack([pts.x[sel].numpy(), pts.y[sel].numpy()], 1)
     uniq, counts = np.unique(np.round(xy, 4), axis=0, return_counts=True)
-    return Layer("points", uniq[:, 0], uniq[:, 1], label, color, sizes=6 + 10 * np.sqrt(counts / counts.max()) ** 2)
+    return Layer("points", uniq[:, 0], uniq[:, 1], label, color, sizes=12 + 44 * counts / counts.max())
 
 
 def unit_points_figure(
