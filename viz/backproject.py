@@ -123,10 +123,163 @@ def _as_units(units: tuple[int, int] | Tensor | str, size: tuple[int, int]) -> T
 
 def _fields(layer: LayerCapture, image: int, group: int) -> tuple[Tensor, Tensor | None]:
     """Offset field ``(2K, Ho, Wo)`` (channel 2k = dy of tap k) and mask field ``(K, Ho, Wo)``."""
-    off = layer.offsets_yx[image, group]  # (K, 2, Ho, Wo)
+    off = layer.offsets_yx[image if layer.offsets_yx.shape[0] > 1 else 0, group]  # (K, 2, Ho, Wo)
     k, _, ho, wo = off.shape
     mask = layer.mask[image, group] if layer.mask is not None else None
     return off.reshape(2 * k, ho, wo), mask
+
+
+@dataclass
+class Frontier:
+    """Points of one level, ``(P,)`` each: positions on a map (rows ``y``, columns ``x``), their
+    weight, the top unit they belong to, their parent's global index, their tap and whether they
+    (and all their ancestors) read something on the map."""
+
+    y: Tensor
+    x: Tensor
+    weight: Tensor
+    unit: Tensor
+    parent: Tensor
+    tap: Tensor
+    inside: Tensor
+
+    def select(self, keep: Tensor) -> Frontier:
+        return Frontier(*(getattr(self, f)[keep] for f in ("y", "x", "weight", "unit", "parent", "tap", "inside")))
+
+
+def _expand(f: Frontier, index: Tensor, layer: LayerCapture, off: Tensor, mask: Tensor | None, base) -> Frontier:
+    """Every frontier point's K children on the layer's input map (the sampling formula applied
+    at ``base`` = the point's position, integer or fractional, with the offsets read there)."""
+    k = layer.taps
+    cy, cx = children(
+        base[0], base[1], off.view(-1, k, 2), layer.kernel_size, layer.stride, layer.padding, layer.dilation
+    )
+    p = f.y.shape[0]
+    w = f.weight.unsqueeze(1) * (mask if mask is not None else 1.0)
+    return Frontier(
+        y=cy.flatten(),
+        x=cx.flatten(),
+        weight=w.expand(-1, k).flatten(),
+        unit=f.unit.unsqueeze(1).expand(-1, k).flatten(),
+        parent=index.unsqueeze(1).expand(-1, k).flatten(),
+        tap=torch.arange(k).unsqueeze(0).expand(p, -1).flatten(),
+        inside=f.inside.unsqueeze(1).expand(-1, k).flatten(),
+    )
+
+
+def _step_nearest(f: Frontier, index: Tensor, layer: LayerCapture, field: Tensor, mask: Tensor | None) -> Frontier:
+    """Round each point to its nearest unit, read the offsets there; drop children whose own
+    nearest unit is off the input map (they could not be read one level further down)."""
+    off, ry, rx, _ = read_nearest(field, f.y, f.x)
+    m = read_nearest(mask, f.y, f.x)[0] if mask is not None else None
+    child = _expand(f, index, layer, off, m, (ry, rx))
+    h, w = layer.in_size
+    ny, nx = torch.floor(child.y + 0.5), torch.floor(child.x + 0.5)
+    return child.select((ny >= 0) & (ny < h) & (nx >= 0) & (nx < w))
+
+
+def _step_bilinear(f: Frontier, index: Tensor, layer: LayerCapture, field: Tensor, mask: Tensor | None) -> Frontier:
+    """Interpolate the offsets at the fractional position; keep every child, flagging those that
+    read only zero padding (and, through ``inside``, all their descendants)."""
+    off, _ = read_bilinear(field, f.y, f.x)
+    m = read_bilinear(mask, f.y, f.x)[0] if mask is not None else None
+    child = _expand(f, index, layer, off, m, (f.y, f.x))
+    h, w = layer.in_size
+    child.inside = child.inside & (child.y > -1) & (child.y < h) & (child.x > -1) & (child.x < w)
+    return child
+
+
+def _step_exact(f: Frontier, index: Tensor, layer: LayerCapture, field: Tensor, mask: Tensor | None) -> Frontier:
+    """Points are integer units: read exactly there; each child splits into its 4 bilinear
+    neighbour units with their weights, and coincident units of one top unit merge."""
+    iy, ix = f.y.long(), f.x.long()
+    off = field[:, iy, ix].T
+    m = mask[:, iy, ix].T if mask is not None else None
+    child = _expand(f, index, layer, off, m, (iy, ix))
+    h, w = layer.in_size
+    ny, nx, nw = bilinear_neighbours(child.y, child.x, (h, w))  # (P*K, 4)
+    weights = (child.weight.unsqueeze(1) * nw).flatten()
+    keys = (child.unit.unsqueeze(1) * (h * w) + ny * w + nx).flatten()
+    parents = child.parent.unsqueeze(1).expand(-1, 4).flatten()
+    keep = weights != 0
+    ukeys, uw, upar = merge_coincident(keys[keep], weights[keep], parents[keep])
+    dtype = f.y.dtype
+    return Frontier(
+        y=((ukeys % (h * w)) // w).to(dtype),
+        x=(ukeys % w).to(dtype),
+        weight=uw,
+        unit=ukeys // (h * w),
+        parent=upar,
+        tap=torch.full_like(ukeys, -1),
+        inside=torch.ones_like(ukeys, dtype=torch.bool),
+    )
+
+
+STEPS = {NEAREST: _step_nearest, BILINEAR: _step_bilinear, EXACT: _step_exact}
+
+
+def backproject_layers(
+    layers: list[LayerCapture],
+    unit: tuple[int, int] | Tensor | str,
+    levels: int | None = None,
+    method: str = BILINEAR,
+    image: int = 0,
+    group: int = 0,
+) -> Points:
+    """:func:`backproject` on a list of layer captures, bottom to top (see there)."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    step = STEPS[method]
+    n_layers = len(layers)
+    levels = n_layers if levels is None else int(levels)
+    if not 1 <= levels <= n_layers:
+        raise ValueError(f"levels must be between 1 and {n_layers}, got {levels}")
+    top = layers[-1]
+    units = _as_units(unit, top.out_size)
+    b = units.shape[0]
+    dtype = top.offsets_yx.dtype
+    uy_pix, ux_pix = to_pixels(units[:, 0].to(dtype), units[:, 1].to(dtype), top.out_pixel_stride, top.out_pixel_offset)
+    # The frontier: positions on the output map of the layer about to be read (level 0: the units).
+    frontier = Frontier(
+        y=units[:, 0].to(dtype),
+        x=units[:, 1].to(dtype),
+        weight=torch.ones(b, dtype=dtype),
+        unit=torch.arange(b),
+        parent=torch.full((b,), -1, dtype=torch.long),
+        tap=torch.full((b,), -1, dtype=torch.long),
+        inside=torch.ones(b, dtype=torch.bool),
+    )
+    index = torch.full((b,), -1, dtype=torch.long)  # global index of each frontier point
+    parts: dict[str, list[Tensor]] = {k: [] for k in ("x", "y", "weight", "level", "parent", "unit", "tap", "inside")}
+    total = 0
+    for depth in range(1, levels + 1):
+        layer = layers[n_layers - depth]
+        field, mask = _fields(layer, image, group)
+        frontier = step(frontier, index, layer, field, mask)
+        py, px = to_pixels(frontier.y, frontier.x, layer.pixel_stride, layer.pixel_offset)
+        count = frontier.y.shape[0]
+        for key, value in (
+            ("x", px),
+            ("y", py),
+            ("weight", frontier.weight),
+            ("level", torch.full((count,), depth, dtype=torch.long)),
+            ("parent", frontier.parent),
+            ("unit", frontier.unit),
+            ("tap", frontier.tap),
+            ("inside", frontier.inside),
+        ):
+            parts[key].append(value)
+        index = torch.arange(total, total + count)
+        total += count
+    cat = {key: torch.cat(vals) for key, vals in parts.items()}
+    return Points(
+        **cat,
+        units_yx=units,
+        units_xy=torch.stack([ux_pix, uy_pix], dim=1),
+        method=method,
+        levels=levels,
+        taps=top.taps,
+    )
 
 
 def backproject(
@@ -151,114 +304,9 @@ def backproject(
     Returns:
         :class:`Points` for all levels 1..levels.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    n_layers = len(cap.layers)
-    levels = n_layers if levels is None else int(levels)
-    if not 1 <= levels <= n_layers:
-        raise ValueError(f"levels must be between 1 and {n_layers}, got {levels}")
     if not 0 <= image < cap.images.shape[0]:
         raise ValueError(f"image {image} not in the captured batch of {cap.images.shape[0]}")
-    top = cap.layers[-1]
-    units = _as_units(unit, top.out_size)
-    b = units.shape[0]
-    dtype = top.offsets_yx.dtype
-    uy_pix, ux_pix = to_pixels(units[:, 0].to(dtype), units[:, 1].to(dtype), top.out_pixel_stride, top.out_pixel_offset)
-
-    # The current frontier: positions on the output map of the layer about to be read.
-    cur_y, cur_x = units[:, 0].to(dtype), units[:, 1].to(dtype)
-    cur_w = torch.ones(b, dtype=dtype)
-    cur_unit = torch.arange(b)
-    cur_inside = torch.ones(b, dtype=torch.bool)
-    cur_index = torch.full((b,), -1, dtype=torch.long)  # global index of each frontier point
-    parts: dict[str, list[Tensor]] = {k: [] for k in ("x", "y", "weight", "level", "parent", "unit", "tap", "inside")}
-    total = 0
-
-    for depth in range(1, levels + 1):
-        layer = cap.layers[n_layers - depth]
-        field, mask = _fields(layer, image, group)
-        k = layer.taps
-        geom = (layer.kernel_size, layer.stride, layer.padding, layer.dilation)
-        if method == NEAREST:
-            off, ry, rx, ok = read_nearest(field, cur_y, cur_x)
-            # Points whose nearest unit is off the map are dropped (never kept at all, see below).
-            base_y, base_x = ry, rx
-            m = read_nearest(mask, cur_y, cur_x)[0] if mask is not None else None
-            parent_ok = ok
-        elif method == BILINEAR:
-            off, _ = read_bilinear(field, cur_y, cur_x)
-            base_y, base_x = cur_y, cur_x
-            m = read_bilinear(mask, cur_y, cur_x)[0] if mask is not None else None
-            parent_ok = torch.ones_like(cur_inside)
-        else:  # EXACT: frontier points are integer units; read exactly there.
-            iy, ix = cur_y.long(), cur_x.long()
-            off = field[:, iy, ix].T
-            base_y, base_x = iy, ix
-            m = mask[:, iy, ix].T if mask is not None else None
-            parent_ok = torch.ones_like(cur_inside)
-        cy, cx = children(base_y, base_x, off.view(-1, k, 2), *geom)  # (P, K) on the input map
-        cw = cur_w.unsqueeze(1) * (m if m is not None else 1.0)
-        cw = cw.expand(-1, k)
-        c_unit = cur_unit.unsqueeze(1).expand(-1, k)
-        c_parent = cur_index.unsqueeze(1).expand(-1, k)
-        c_tap = torch.arange(k).unsqueeze(0).expand(cur_y.shape[0], -1)
-        h, w = layer.in_size
-
-        if method == EXACT:
-            ny, nx, nw = bilinear_neighbours(cy.flatten(), cx.flatten(), (h, w))  # (P*K, 4)
-            weights = (cw.flatten().unsqueeze(1) * nw).flatten()
-            keys = (c_unit.flatten().unsqueeze(1) * (h * w) + ny * w + nx).flatten()
-            parents = c_parent.flatten().unsqueeze(1).expand(-1, 4).flatten()
-            keep = weights != 0
-            ukeys, uw, upar = merge_coincident(keys[keep], weights[keep], parents[keep])
-            new_unit = ukeys // (h * w)
-            new_y = ((ukeys % (h * w)) // w).to(dtype)
-            new_x = (ukeys % w).to(dtype)
-            new_w, new_parent = uw, upar
-            new_tap = torch.full_like(new_unit, -1)
-            new_inside = torch.ones_like(new_unit, dtype=torch.bool)
-        else:
-            keep_parent = parent_ok.unsqueeze(1).expand(-1, k).flatten()
-            new_y, new_x = cy.flatten()[keep_parent], cx.flatten()[keep_parent]
-            new_w = cw.flatten()[keep_parent]
-            new_unit = c_unit.flatten()[keep_parent]
-            new_parent = c_parent.flatten()[keep_parent]
-            new_tap = c_tap.flatten()[keep_parent]
-            on_map = (new_y > -1) & (new_y < h) & (new_x > -1) & (new_x < w)
-            if method == NEAREST:
-                ry2, rx2 = torch.floor(new_y + 0.5), torch.floor(new_x + 0.5)
-                near_ok = (ry2 >= 0) & (ry2 < h) & (rx2 >= 0) & (rx2 < w)
-                sel = near_ok
-                new_y, new_x, new_w = new_y[sel], new_x[sel], new_w[sel]
-                new_unit, new_parent, new_tap = new_unit[sel], new_parent[sel], new_tap[sel]
-                new_inside = torch.ones_like(new_unit, dtype=torch.bool)
-            else:
-                parent_inside = cur_inside.unsqueeze(1).expand(-1, k).flatten()
-                new_inside = on_map & parent_inside
-
-        py, px = to_pixels(new_y, new_x, layer.pixel_stride, layer.pixel_offset)
-        count = new_y.shape[0]
-        parts["x"].append(px)
-        parts["y"].append(py)
-        parts["weight"].append(new_w)
-        parts["level"].append(torch.full((count,), depth, dtype=torch.long))
-        parts["parent"].append(new_parent)
-        parts["unit"].append(new_unit)
-        parts["tap"].append(new_tap)
-        parts["inside"].append(new_inside)
-        cur_y, cur_x, cur_w, cur_unit, cur_inside = new_y, new_x, new_w, new_unit, new_inside
-        cur_index = torch.arange(total, total + count)
-        total += count
-
-    cat = {key: torch.cat(vals) for key, vals in parts.items()}
-    return Points(
-        **cat,
-        units_yx=units,
-        units_xy=torch.stack([ux_pix, uy_pix], dim=1),
-        method=method,
-        levels=levels,
-        taps=top.taps,
-    )
+    return backproject_layers(cap.layers, unit, levels, method, image, group)
 
 
 def regular_grid(
@@ -271,16 +319,7 @@ def regular_grid(
     grid of a regular conv with the same geometry, for comparison."""
     src = layers.layers if isinstance(layers, Capture) else layers
     zeroed = [
-        replace(
-            lc,
-            offsets_yx=torch.zeros_like(lc.offsets_yx[:1, :1]),
-            mask=None,
-            deformable=False,
-            modulated=False,
-            inputs=None,
-            outputs=None,
-        )
+        replace(lc, offsets_yx=torch.zeros_like(lc.offsets_yx[:1, :1]), mask=None, deformable=False, modulated=False)
         for lc in src
     ]
-    dummy = Capture(images=torch.zeros(1, 1, 1, 1), logits=torch.zeros(1, 1), layers=zeroed)
-    return backproject(dummy, unit, levels=levels, method=method, image=0)
+    return backproject_layers(zeroed, unit, levels=levels, method=method)
