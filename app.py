@@ -219,13 +219,10 @@ with right:
             ),
         )
         event = st.plotly_chart(fig, key="points_chart", on_select="rerun", selection_mode="points")
-        clicked = ia.unit_from_selection(event)
-        # The chart keeps its selection across reruns: act on each click once.
-        if clicked is not None and clicked != st.session_state.get("last_click"):
-            st.session_state["last_click"] = clicked
-            if clicked != unit:
-                set_unit(clicked)
-                st.rerun()
+        clicked = ia.new_click(event, st.session_state, "last_click")
+        if clicked is not None and clicked != unit:
+            set_unit(clicked)
+            st.rerun()
         c1, c2 = st.columns(2)
         row = c1.slider("Unit row", 0, 13, key="unit_row")
         col = c2.slider("Unit column", 0, 13, key="unit_col")

@@ -149,6 +149,16 @@ def unit_from_selection(event: Any) -> tuple[int, int] | None:
     return None
 
 
+def new_click(event: Any, state: dict, key: str) -> tuple[int, int] | None:
+    """The unit a chart selection asks for, once. A Plotly chart keeps its selection across
+    reruns, so the last click handled is remembered in ``state[key]`` and not reported again."""
+    clicked = unit_from_selection(event)
+    if clicked is None or clicked == state.get(key):
+        return None
+    state[key] = clicked
+    return clicked
+
+
 def default_unit(a: Analysis) -> tuple[int, int]:
     return centre_unit(a.deform)
 
@@ -164,6 +174,7 @@ __all__ = [
     "decode_image",
     "default_unit",
     "image_key",
+    "new_click",
     "prepare",
     "preview",
     "unit_from_selection",

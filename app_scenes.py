@@ -223,12 +223,10 @@ def page(load_model, levels: int, method: str) -> None:
             interactive=True,
         )
         event = st.plotly_chart(fig, key="scene_chart", on_select="rerun", selection_mode="points")
-        clicked = ia.unit_from_selection(event)
-        if clicked is not None and clicked != st.session_state.get("scene_last_click"):
-            st.session_state["scene_last_click"] = clicked
-            if clicked != unit:
-                _set_unit(clicked)
-                st.rerun()
+        clicked = ia.new_click(event, st.session_state, "scene_last_click")
+        if clicked is not None and clicked != unit:
+            _set_unit(clicked)
+            st.rerun()
         d = unit_digits(a.deform, inp.boxes)[unit]
         where = (
             "the background"

@@ -32,6 +32,31 @@ ARCHS = ("deform", "deform2", "regular")
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
 
+def conv_bn_relu_pool(cin: int, cout: int) -> list[nn.Module]:
+    """A stem stage: 3x3 conv (no bias), BatchNorm, ReLU, 2x2 max-pool (halves the map)."""
+    return [
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+    ]
+
+
+def stacked_layers(arch: str, channels: tuple[int, ...]) -> tuple[nn.ModuleList, nn.ModuleList]:
+    """The stacked 3x3 layers (padding 1, no bias) ``channels[0] -> channels[1] -> ...`` of an
+    architecture, and a BatchNorm after each: DCNv1 (``deform``), DCNv2 (``deform2``) or plain
+    convs (``regular``); the twins differ only in the offset/mask branches."""
+    top, norms = nn.ModuleList(), nn.ModuleList()
+    for cin, cout in zip(channels[:-1], channels[1:], strict=True):
+        if arch == "regular":
+            layer: nn.Module = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+        else:
+            layer = DeformConv2d(cin, cout, 3, padding=1, bias=False, modulated=arch == "deform2")
+        top.append(layer)
+        norms.append(nn.BatchNorm2d(cout))
+    return top, norms
+
+
 class MnistNet(nn.Module):
     """Stem + three stacked 3x3 layers + global pool + linear. See the module docstring.
 
@@ -63,21 +88,8 @@ class MnistNet(nn.Module):
         self.register_buffer("mean", torch.tensor(float(mean)), persistent=False)
         self.register_buffer("std", torch.tensor(float(std)), persistent=False)
         c0, c1, c2, c3 = widths
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, c0, 3, padding=1, bias=False),
-            nn.BatchNorm2d(c0),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(2),
-        )
-        self.top = nn.ModuleList()
-        self.top_norms = nn.ModuleList()
-        for cin, cout in ((c0, c1), (c1, c2), (c2, c3)):
-            if arch == "regular":
-                layer: nn.Module = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
-            else:
-                layer = DeformConv2d(cin, cout, 3, padding=1, bias=False, modulated=arch == "deform2")
-            self.top.append(layer)
-            self.top_norms.append(nn.BatchNorm2d(cout))
+        self.stem = nn.Sequential(*conv_bn_relu_pool(in_channels, c0))
+        self.top, self.top_norms = stacked_layers(arch, (c0, c1, c2, c3))
         self.head = nn.Linear(c3, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -29,8 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.contract import SamplingLayer, describe_layer
-from models.deform_conv import DeformConv2d
-from models.nets import ARCHS
+from models.nets import ARCHS, conv_bn_relu_pool, stacked_layers
 from models.scenes import NUM_CLASSES
 
 DEFAULT_WIDTHS = (32, 64, 64, 64, 96)
@@ -67,25 +66,8 @@ class SceneNet(nn.Module):
         self.register_buffer("mean", torch.tensor(float(mean)), persistent=False)
         self.register_buffer("std", torch.tensor(float(std)), persistent=False)
         c0, c1, c2, c3, c4 = self.widths
-        self.stem = nn.Sequential(
-            nn.Conv2d(1, c0, 3, padding=1, bias=False),
-            nn.BatchNorm2d(c0),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(2),
-            nn.Conv2d(c0, c1, 3, padding=1, bias=False),
-            nn.BatchNorm2d(c1),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(2),
-        )
-        self.top = nn.ModuleList()
-        self.top_norms = nn.ModuleList()
-        for cin, cout in ((c1, c2), (c2, c3), (c3, c4)):
-            if arch == "regular":
-                layer: nn.Module = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
-            else:
-                layer = DeformConv2d(cin, cout, 3, padding=1, bias=False, modulated=arch == "deform2")
-            self.top.append(layer)
-            self.top_norms.append(nn.BatchNorm2d(cout))
+        self.stem = nn.Sequential(*conv_bn_relu_pool(1, c0), *conv_bn_relu_pool(c0, c1))
+        self.top, self.top_norms = stacked_layers(arch, (c1, c2, c3, c4))
         self.classifier = nn.Conv2d(c4, num_classes, 1)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -73,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _splits(args: argparse.Namespace):
+    """The training split (first ``--train-limit`` digits) and the test split."""
+    return load_mnist(args.data_dir, train=True).subset(args.train_limit), load_mnist(args.data_dir, train=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.task == "scenes":
@@ -85,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     threads = use_all_cpu_threads()
     try:
-        train_split = load_mnist(args.data_dir, train=True).subset(args.train_limit)
-        test_split = load_mnist(args.data_dir, train=False)
+        train_split, test_split = _splits(args)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -140,8 +144,7 @@ def train_scenes_command(args: argparse.Namespace, argv: list[str] | None) -> in
     scene = SceneConfig(size=args.scene_size, rotate=args.rotate, max_height=min(54.0, 0.85 * args.scene_size))
     threads = use_all_cpu_threads()
     try:
-        train_split = load_mnist(args.data_dir, train=True).subset(args.train_limit)
-        test_split = load_mnist(args.data_dir, train=False)
+        train_split, test_split = _splits(args)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
