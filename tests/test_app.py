@@ -149,3 +149,33 @@ def test_missing_and_corrupt_checkpoints(tmp_path, monkeypatch):
     at = _run()
     assert any("truncated, corrupt" in e.value for e in at.error)
     st.cache_resource.clear()
+
+
+def test_odd_aspect_uploads_show_a_bounded_preview_not_a_traceback():
+    for size in [(2000, 10), (10, 2000)]:
+        img = Image.new("L", size, 255)
+        ImageDraw.Draw(img).line([(0, 0), size], fill=0, width=4)
+        at = _upload(_png(img), f"{size[0]}x{size[1]}.png")
+        assert not at.exception, [e.message for e in at.exception]
+        assert not at.error  # a thin line is still a usable digit picture; the preview fits 140x140
+
+
+def test_cleared_canvas_shows_the_prompt_not_a_warning():
+    at = _run()
+    at.radio(key="source").set_value("Draw").run()
+    black = Image.new("RGBA", (280, 280), (0, 0, 0, 255))  # what the trash button leaves
+    url = "data:image/png;base64," + base64.b64encode(_png(black)).decode()
+    at.session_state["canvas"] = {"drawing": {"raw": {"objects": []}, "data": url}, "backgroundFit": None}
+    at.run()
+    assert not at.exception
+    assert any("canvas is empty" in i.value for i in at.info)
+    assert not at.warning
+
+
+def test_switching_checkpoint_keeps_the_unit():
+    at = _run()
+    at.slider(key="unit_row").set_value(4).run()
+    at.slider(key="unit_col").set_value(9).run()
+    at.sidebar.selectbox[0].set_value("deform_plain").run()
+    assert not at.exception
+    assert any("Unit (4, 9):" in c.value for c in at.caption)
