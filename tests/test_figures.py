@@ -18,6 +18,10 @@ from viz.samples import load_samples
 from viz.stats import background_unit, centre_unit
 
 
+def _kind(panel, kind: str):
+    return next(layer for layer in panel.layers if layer.kind == kind)
+
+
 @pytest.fixture(scope="module")
 def models():
     return {name: viz.load(name) for name in ("deform_rts", "regular_rts", "deform2_plain")}
@@ -44,15 +48,20 @@ def test_receptive_field_draws_729_backprojected_points_per_unit(models, digit):
     unit = background_unit(cap)
     pts = viz.backproject(cap, unit)
     final = pts.where(level=3)
-    first = spec.panels[0].layers[0]
+    first = _kind(spec.panels[0], "points")
     # (the figure captures a batch of 3, this a batch of 1: equal up to float rounding)
     assert np.allclose(first.x, pts.x[final].numpy(), atol=1e-4) and np.allclose(
         first.y, pts.y[final].numpy(), atol=1e-4
     )
-    assert np.allclose(spec.panels[0].layers[1].x, pts.units_xy[:, 0].numpy())
+    assert np.allclose(_kind(spec.panels[0], "unit").x, pts.units_xy[:, 0].numpy())
     assert not viz.on_digit_units(cap)[unit]
+    for panel in spec.panels:  # no point hidden outside the axes (the frame is outlined then)
+        x0, x1, y1, y0 = panel.extent
+        p = _kind(panel, "points")
+        assert p.x.min() >= x0 and p.x.max() <= x1 and p.y.min() >= y0 and p.y.max() <= y1
+    assert any(layer.label == "image frame" for panel in spec.panels for layer in panel.layers)
     # The regular row is the fixed lattice: 49 distinct positions, spacing 2 px.
-    reg = spec.panels[3].layers[0]
+    reg = _kind(spec.panels[3], "points")
     assert len(set(zip(reg.x.tolist(), reg.y.tolist(), strict=True))) == 49
     assert set(np.diff(np.unique(reg.x)).tolist()) == {2.0}
 
@@ -76,7 +85,7 @@ def test_levels_figure_links_children_to_parents(models, digit):
     assert counts == [9, 81, 729]
     cap = viz.capture(models["deform_rts"], digit)
     pts = viz.backproject(cap, (7, 7))
-    seg = spec.panels[2].layers[0]
+    seg = next(layer for layer in spec.panels[2].layers if layer.label == "parent to child")
     lvl3 = pts.where(level=3)
     assert np.allclose(seg.x, pts.x[pts.parent[lvl3]].numpy()) and np.allclose(seg.x2, pts.x[lvl3].numpy())
 
@@ -110,7 +119,7 @@ def test_modulation_sizes_follow_mask_products(models, digit):
     spec = modulation_figure(viz.capture(models["deform2_plain"], digit), unit=(7, 7))
     cap = viz.capture(models["deform2_plain"], digit)
     pts = viz.backproject(cap, (7, 7))
-    layer = spec.panels[2].layers[0]
+    layer = _kind(spec.panels[2], "points")
     w = pts.weight[pts.where(level=3)].numpy()
     assert np.allclose(layer.sizes, 4 + 60 * w / w.max())
     with pytest.raises(ValueError, match="DCNv2"):

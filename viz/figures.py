@@ -147,14 +147,7 @@ def receptive_field_figure(
         units = [background_unit(cap, 0), centre_unit(cap, 1), centre_unit(cap, 2)]
         for i, (unit, what) in enumerate(zip(units, ("background", labels[0], labels[1]), strict=True)):
             pts = backproject(cap, unit, method=method, image=i)
-            panels.append(
-                Panel(
-                    f"{row}: unit on the {what}",
-                    _img(cap, i),
-                    [points_layer(pts), unit_layer(pts)],
-                    extent=_extent(cap),
-                )
-            )
+            panels.append(image_panel(f"{row}: unit on the {what}", cap, i, [points_layer(pts), unit_layer(pts)]))
     return FigureSpec(
         "receptive_field",
         "Where three stacked 3x3 layers sample, for one top-layer unit",
@@ -193,7 +186,7 @@ def levels_figure(cap: Capture, unit: tuple[int, int] | None = None, method: str
             )
         )
         layers.append(unit_layer(pts))
-        panels.append(Panel(f"level {level}: {int(sel.sum())} points", _img(cap), layers, extent=_extent(cap)))
+        panels.append(image_panel(f"level {level}: {int(sel.sum())} points", cap, 0, layers))
     return FigureSpec(
         "levels",
         f"The recursion, level by level, for unit {unit} of the top layer",
@@ -245,14 +238,14 @@ def adaptation_figure(
     for i, (s, a) in enumerate(variants):
         pts = backproject(cap_d, centre_unit(cap_d, i), image=i)
         label = f"scale {s:g}x" if a == 0 else f"rotated {a:+g} deg"
-        panels.append(Panel(label, _img(cap_d, i), [points_layer(pts), unit_layer(pts)], extent=_extent(cap_d)))
+        panels.append(image_panel(label, cap_d, i, [points_layer(pts), unit_layer(pts)]))
     curves = []
     for cap, name, color in ((cap_d, "deformable", POINT_RED), (cap_r, "regular", GRID_GREY)):
         ys = [dilation_summary(cap, image=i, threshold=0.3)["digit"] for i in range(len(scales))]
         curves.append(Layer("curve", np.array(scales, dtype=float), np.array(ys), name, color))
     panels.append(
         Panel(
-            "mean effective dilation on the digit, top layer",
+            "effective dilation on the digit",
             None,
             curves,
             xlabel="digit scale",
@@ -290,12 +283,7 @@ def modulation_figure(cap: Capture, unit: tuple[int, int] | None = None) -> Figu
             alphas=np.clip(rel, 0.05, 1.0),
         )
         panels.append(
-            Panel(
-                f"level {level}: weight range {w.min():.3f}..{w.max():.3f}",
-                _img(cap),
-                [layer, unit_layer(pts)],
-                extent=_extent(cap),
-            )
+            image_panel(f"level {level}: weight range {w.min():.3f}..{w.max():.3f}", cap, 0, [layer, unit_layer(pts)])
         )
     return FigureSpec(
         "modulation",
@@ -395,6 +383,15 @@ def _extent_with(cap: Capture, xs: list[np.ndarray], ys: list[np.ndarray], margi
     lo_x, hi_x = min(x0, allx.min() - margin), max(x1, allx.max() + margin)
     lo_y, hi_y = min(y0, ally.min() - margin), max(y1, ally.max() + margin)
     return (lo_x, hi_x, hi_y, lo_y), (lo_x, hi_x, lo_y, hi_y) != (x0, x1, y0, y1)
+
+
+def image_panel(title: str, cap: Capture, image: int, layers: list[Layer]) -> Panel:
+    """A panel showing image ``image`` of a capture under ``layers``, its axes grown to hold every
+    point (never dropped silently) and the image frame outlined when they grow."""
+    xs = [layer.x for layer in layers if layer.kind in ("points", "unit", "segments")]
+    ys = [layer.y for layer in layers if layer.kind in ("points", "unit", "segments")]
+    extent, grown = _extent_with(cap, xs, ys)
+    return Panel(title, _img(cap, image), ([frame_layer(cap)] if grown else []) + layers, extent=extent)
 
 
 def frame_layer(cap: Capture) -> Layer:
