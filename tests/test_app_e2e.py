@@ -116,7 +116,11 @@ def test_page_sample_click_and_draw(server):
         expect(chart).to_contain_text("729 sampling points (level 3)")
 
         # Click the unit at row 3, column 10: pixel (x, y) = (2*10 + 0.5, 2*3 + 0.5).
+        _wait_idle(page)
+        t0 = time.perf_counter()
         _click_unit(page, charts, 20.5, 6.5, "Unit (3, 10): 729 sampling points")
+        _wait_idle(page)
+        timings = {"click a unit": time.perf_counter() - t0}
         expect(page.locator('[data-testid="stException"]')).to_have_count(0)
         page.screenshot(path=str(ARTIFACTS / "app_e2e.png"), full_page=True)
 
@@ -130,12 +134,58 @@ def test_page_sample_click_and_draw(server):
         page.mouse.down()
         for px, py in [(130, 50), (200, 50), (170, 120), (140, 180), (110, 240)]:
             page.mouse.move(box["x"] + px, box["y"] + py, steps=8)
+        t0 = time.perf_counter()
         page.mouse.up()
         expect(metric).to_be_visible()
         expect(chart).to_contain_text("sampling points (level 3)")
+        _wait_idle(page)
+        timings["stroke end to points redrawn"] = time.perf_counter() - t0
         expect(page.locator('[data-testid="stException"]')).to_have_count(0)
         page.screenshot(path=str(ARTIFACTS / "app_e2e_drawn.png"), full_page=True)
+
+        # A series of uploads, a huge picture among them: the page keeps answering (no "Cached
+        # ForwardMsg MISS" lock-up: previews are small whatever the upload).
+        page.get_by_text("Upload", exact=True).click()
+        files = _upload_series(ARTIFACTS / "uploads")
+        for path, shown in files:
+            page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(path))
+            expect(page.get_by_text(shown).first).to_be_visible()
+            _wait_idle(page)
+        expect(metric).to_contain_text("7")  # the last upload is a 7 and is analysed
+        expect(page.locator('[data-testid="stException"]')).to_have_count(0)
         browser.close()
+    for what, seconds in timings.items():
+        print(f"end to end, digit mode, {what}: {1e3 * seconds:.0f} ms")
+
+
+def _upload_series(folder) -> list[tuple[object, str]]:
+    """Files to upload one after another and a text each shows: a 7, a 9000x9000 picture
+    (refused: too many pixels), a 2000x10 sliver, a truncated file, and a 7 again."""
+    from PIL import Image, ImageDraw
+
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def seven(path):
+        img = Image.new("L", (160, 160), 255)
+        ImageDraw.Draw(img).line([(30, 25), (120, 25), (60, 140)], fill=0, width=14)
+        img.save(path)
+        return path
+
+    huge = folder / "huge.png"
+    Image.new("1", (9000, 9000), 1).save(huge)
+    sliver = folder / "sliver.png"
+    img = Image.new("L", (2000, 10), 255)
+    ImageDraw.Draw(img).line([(10, 5), (1990, 5)], fill=0, width=3)
+    img.save(sliver)
+    cut = folder / "cut.png"
+    cut.write_bytes(seven(folder / "whole.png").read_bytes()[:300])
+    return [
+        (seven(folder / "first.png"), "Deformable predicts"),
+        (huge, "megapixels are refused"),
+        (sliver, "Deformable predicts"),
+        (cut, "truncated or corrupt"),
+        (seven(folder / "last.png"), "Deformable predicts"),
+    ]
 
 
 def test_scene_mode_draw_two_digits_and_click_a_unit_on_each(server):
