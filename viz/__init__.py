@@ -1,8 +1,10 @@
 """deformscope's core: capture offsets, back-project sampling points, whole-map statistics.
 
-Data flows one way: image -> :func:`preprocess` -> model (:func:`load`) -> :func:`capture`
--> :func:`backproject` / :func:`sampling_density` / :func:`effective_dilation` -> rendering.
-Coordinates: x = column, y = row, pixel centres at integers.
+Data flows one way: image -> :func:`preprocess` (a digit) or :func:`preprocess_scene` (a
+picture of several digits) -> model (:func:`load`) -> :func:`capture` -> :func:`backproject` /
+:func:`sampling_density` / :func:`effective_dilation` / ``viz.scene_stats`` -> figure specs
+(``viz.figures``) -> ``viz.render``. Coordinates: x = column, y = row, pixel centres at integers.
+:func:`capture` is safe to call from many threads on one shared model.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from models.checkpoint import CheckpointError, load_checkpoint
 from viz.backproject import Points, backproject, regular_grid
 from viz.capture import Capture, LayerCapture, capture
 from viz.geometry import METHODS
-from viz.preprocess import PreprocessError, preprocess
+from viz.preprocess import PreprocessError, preprocess, preprocess_scene
 from viz.stats import dilation_summary, effective_dilation, layer_points, on_digit_units, sampling_density
 
 CHECKPOINT_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
@@ -53,6 +55,7 @@ __all__ = [
     "load",
     "on_digit_units",
     "preprocess",
+    "preprocess_scene",
     "regular_grid",
     "sampling_density",
     "shipped_checkpoints",
