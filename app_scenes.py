@@ -102,6 +102,7 @@ def _drawn_input() -> SceneInput | None:
         height=CANVAS_SIDE,
         width=CANVAS_SIDE,
         drawing_mode="freedraw",
+        return_image_data=True,
         key="scene_canvas",
     )
     raw = ia.canvas_image(result._image_data_url)
@@ -241,7 +242,7 @@ def page(load_model, levels: int, method: str) -> None:
             "Click any unit to move it. Colours: the model's predicted digit classes."
         )
         st.subheader("At a glance: a background unit, a small digit, a large digit")
-        triplet = scene_receptive_field_figure(a.deform, a.regular, [picks], method, names=(name, twin))
+        triplet = scene_receptive_field_figure(a.deform, a.regular, [picks], method, names=("deformable", "twin"))
         if triplet.panels:
             st.plotly_chart(plotly_figure(triplet, interactive=True, height=560), key="scene_triplet")
         st.caption(

@@ -204,6 +204,8 @@ def test_scene_mode_draw_two_digits_and_click_a_unit_on_each(server):
         page.get_by_text("Draw", exact=True).click()
         expect(page.get_by_text("The canvas is empty: draw a few digits")).to_be_visible()
         canvas = page.locator("canvas.upper-canvas").first
+        expect(canvas).to_be_visible()
+        _wait_idle(page)
         box = canvas.bounding_box()
 
         def stroke(points: list[tuple[int, int]]) -> None:
@@ -217,7 +219,11 @@ def test_scene_mode_draw_two_digits_and_click_a_unit_on_each(server):
         stroke([(30, 30), (150, 30), (80, 220)])  # a large 7: scene pixels about (7..38, 7..55)
         stroke([(190, 160), (230, 160), (205, 215)])  # a small 7: about (47..58, 40..54)
         charts = page.locator(".st-key-scene_chart .js-plotly-plot")
-        expect(charts).to_have_count(1)
+        try:
+            expect(charts).to_have_count(1)
+        except AssertionError:
+            page.screenshot(path=str(ARTIFACTS / "app_e2e_scene_failed.png"), full_page=True)
+            raise
         expect(page.get_by_text("Input: your drawing.")).to_be_visible()
         _wait_idle(page)
         stroke_s = time.perf_counter() - t0

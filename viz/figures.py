@@ -69,7 +69,8 @@ class Panel:
     xlabel: str = "x (input pixel)"
     ylabel: str = "y (input pixel)"
     extent: tuple[float, float, float, float] | None = None  # x0, x1, y0, y1 (image axes)
-    overlay: np.ndarray | None = None  # (H, W, 4) RGBA in [0, 1] over the image (segmentation)
+    labels: np.ndarray | None = None  # (H, W) class per pixel over the image, NaN = none (segmentation)
+    label_colors: tuple[str, ...] = ()  # colour of class k; drawn with opacity 0.45
     heat: np.ndarray | None = None  # (H, W) values drawn as a colour map with a colour bar
     heat_title: str = ""  # the colour bar's title, with units
     heat_colors: str = "hot"  # a colour map name both renderers know: "hot" or "viridis"
@@ -425,7 +426,8 @@ def scene_receptive_field_figure(
                 if grown:
                     layers.insert(0, frame_layer(cap))
                 label = "background" if what == "background" else f"{what} digit"
-                panels.append(Panel(f"scene {i + 1}, {row}: unit on the {label}", _img(cap, i), layers, extent=extent))
+                prefix = f"{i + 1}. " if len(picks) > 1 else ""
+                panels.append(Panel(f"{prefix}{row}: {label}", _img(cap, i), layers, extent=extent))
     return FigureSpec(
         "scene_receptive_field",
         "Where three stacked 3x3 layers sample: background, small digit, large digit",
@@ -486,16 +488,11 @@ def dilation_vs_size_figure(
     )
 
 
-def segmentation_overlay(classes: Tensor, alpha: float = 0.45, background: int = 10) -> np.ndarray:
-    """``(H, W)`` class map -> ``(H, W, 4)`` RGBA: each digit class in its colour, background clear."""
-    from matplotlib.colors import to_rgb
-
-    palette = np.array([to_rgb(c) for c in DIGIT_COLORS] + [(0.0, 0.0, 0.0)])
-    cls = classes.numpy().astype(int).clip(0, background)
-    rgba = np.zeros((*cls.shape, 4))
-    rgba[..., :3] = palette[cls]
-    rgba[..., 3] = np.where(cls == background, 0.0, alpha)
-    return rgba
+def segmentation_labels(classes: Tensor, background: int = 10) -> np.ndarray:
+    """``(H, W)`` class map -> float labels with NaN on the background (drawn transparent)."""
+    labels = classes.numpy().astype(float)
+    labels[labels == background] = np.nan
+    return labels
 
 
 def units_layer(cap: Capture, label: str = "units (click one)") -> Layer:
@@ -546,8 +543,8 @@ def unit_points_figure(
             layer.label = f"{n} samples on {len(layer.x)} positions (size = count)"
         extent, grown = _extent_with(cap, [layer.x], [layer.y])
         layers = ([frame_layer(cap)] if grown else []) + [units_layer(cap), layer, unit_layer(pts, f"unit {unit}")]
-        seg = segmentation_overlay(cap.predictions[0]) if overlay and cap.logits.dim() == 4 else None
-        panels.append(Panel(name, _img(cap), layers, extent=extent, overlay=seg))
+        seg = segmentation_labels(cap.predictions[0]) if overlay and cap.logits.dim() == 4 else None
+        panels.append(Panel(name, _img(cap), layers, extent=extent, labels=seg, label_colors=DIGIT_COLORS))
     return FigureSpec(
         "unit_points",
         f"Unit {unit}: where it samples",

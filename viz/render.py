@@ -209,9 +209,24 @@ def add_panel_traces(
             ),
             **kw,
         )
-    if panel.overlay is not None:
-        rgba = np.round(panel.overlay * 255).astype(np.uint8)
-        fig.add_trace(go.Image(z=rgba, colormodel="rgba", hoverinfo="skip", name="segmentation"), **kw)
+    if panel.labels is not None:
+        # a second heat map over the image (Plotly draws image traces under heat maps): class k in
+        # colour k, NaN (no class) transparent
+        n = len(panel.label_colors)
+        scale = [[edge / n, c] for k, c in enumerate(panel.label_colors) for edge in (k, k + 1)]
+        fig.add_trace(
+            go.Heatmap(
+                z=panel.labels + 0.5,  # class k sits mid-band in the discrete colour scale
+                zmin=0,
+                zmax=n,
+                colorscale=scale,
+                opacity=0.45,
+                showscale=False,
+                hoverinfo="skip",
+                name="segmentation",
+            ),
+            **kw,
+        )
     for layer in panel.layers:
         legend = layer.label not in shown
         shown.add(layer.label)
