@@ -192,7 +192,7 @@ async def session(browser, url: str, s: int, deadline: float, updates: int, trut
             await _idle(page)
             report.latencies.append(time.perf_counter() - t0)
             metric = page.locator('[data-testid="stMetric"]').filter(has_text="Deformable predicts")
-            found = re.search(r"\n\s*(\d)\s*\n", await metric.inner_text())
+            found = re.search(r"predicts\s+(\d)\b", await metric.inner_text())
             shown_pred = found.group(1) if found else ""
             shown_pts = await page.locator(".st-key-points_chart .js-plotly-plot").first.evaluate(READ_POINTS)
             ok = shown_pred == str(truth.prediction(k)) and _same(shown_pts, truth.points(k, (row, col)))
