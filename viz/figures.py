@@ -215,9 +215,7 @@ def offset_field_figure(cap: Capture) -> FigureSpec:
             x2=dx.flatten().numpy(),
             y2=dy.flatten().numpy(),
         )
-        panels.append(
-            Panel(f"layer {li + 1} ({lc.name}): mean |offset| {mag:.2f} px", _img(cap), [arrows], extent=_extent(cap))
-        )
+        panels.append(Panel(f"layer {li + 1}: mean |offset| {mag:.2f} px", _img(cap), [arrows], extent=_extent(cap)))
     return FigureSpec(
         "offset_field",
         "Offset fields: where each layer shifts its filter, on average",

@@ -156,7 +156,8 @@ def plotly_figure(spec: FigureSpec, interactive: bool = False, height: int | Non
         rows=nrows,
         cols=ncols,
         subplot_titles=[p.title for p in spec.panels],
-        horizontal_spacing=0.12 / max(ncols - 1, 1) + 0.04,
+        # colour bars sit between panels: leave them room
+        horizontal_spacing=(0.22 if any(p.heat is not None for p in spec.panels) else 0.12 / max(ncols - 1, 1) + 0.04),
         vertical_spacing=0.3 / nrows,
     )
     shown: set[str] = set()
