@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from models.checkpoint import CheckpointError, load_checkpoint
+from models.checkpoint import CHECKPOINT_DIR, CheckpointError, load_checkpoint
 
 #: Every shipped deformable checkpoint and its regular twin (same data, same recipe, no offsets),
 #: with a one-line description. The one place this pairing is stated.
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("checkpoints", nargs="*", help="checkpoint files (default: checkpoints/*.pt)")
     args = p.parse_args(argv)
-    paths = [Path(c) for c in args.checkpoints] or sorted(Path("checkpoints").glob("*.pt"))
+    paths = [Path(c) for c in args.checkpoints] or sorted(CHECKPOINT_DIR.glob("*.pt"))
     digits, scenes = [], []
     status = 0
     for path in paths:

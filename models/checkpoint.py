@@ -20,6 +20,8 @@ from torch import nn
 from models.nets import ARCHS, MnistNet
 from models.runtime import atomic_write
 
+#: Where the shipped checkpoints live; ``name`` means ``CHECKPOINT_DIR / f"{name}.pt"``.
+CHECKPOINT_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
 FORMAT = "deformscope-checkpoint"
 VERSION = 1
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from torch import nn
 
+from models.checkpoint import CHECKPOINT_DIR as SHIPPED_DIR
 from models.checkpoint import CheckpointError, load_checkpoint
 from viz.backproject import Points, backproject, regular_grid
 from viz.capture import Capture, LayerCapture, capture
@@ -20,7 +21,7 @@ from viz.geometry import METHODS
 from viz.preprocess import PreprocessError, preprocess, preprocess_scene
 from viz.stats import dilation_summary, effective_dilation, layer_points, on_digit_units, sampling_density
 
-CHECKPOINT_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
+CHECKPOINT_DIR = SHIPPED_DIR  # a module attribute, so tests and users can point it elsewhere
 
 
 def shipped_checkpoints() -> dict[str, Path]:
