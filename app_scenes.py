@@ -242,9 +242,10 @@ def page(load_model, levels: int, method: str) -> None:
             "Click any unit to move it. Colours: the model's predicted digit classes."
         )
         st.subheader("At a glance: a background unit, a small digit, a large digit")
-        triplet = scene_receptive_field_figure(a.deform, a.regular, [picks], method, names=("deformable", "twin"))
+        # the deformable row only: the twin is already beside the main view
+        triplet = scene_receptive_field_figure(a.deform, None, [picks], method, names=(name, ""))
         if triplet.panels:
-            st.plotly_chart(plotly_figure(triplet, interactive=True, height=560), key="scene_triplet")
+            st.plotly_chart(plotly_figure(triplet, interactive=True, height=330), key="scene_triplet")
         st.caption(
             f"Server time for this update: {1e3 * (time.perf_counter() - t0):.0f} ms "
             f"(capture of both models {1e3 * a.seconds:.0f} ms when the scene changed)."

@@ -146,7 +146,7 @@ def scene_update(repeats: int) -> None:
         unit = picks["large"] or (8, 8)
         figs = [
             plotly_figure(unit_points_figure(cap_d, cap_r, unit), interactive=True),
-            plotly_figure(scene_receptive_field_figure(cap_d, cap_r, [picks]), interactive=True),
+            plotly_figure(scene_receptive_field_figure(cap_d, None, [picks]), interactive=True),
         ]
         for f in figs:
             pio.to_json(f)

@@ -402,18 +402,19 @@ def frame_layer(cap: Capture) -> Layer:
 
 def scene_receptive_field_figure(
     deform: Capture,
-    regular: Capture,
+    regular: Capture | None,
     picks: list[dict[str, tuple[int, int] | None]],
     method: str = BILINEAR,
     names: tuple[str, str] = ("deformable", "regular twin"),
 ) -> FigureSpec:
     """The paper's Figure 6 on scenes: for every captured scene, a unit on the background, on a
     small digit and on a large digit with their 9^L back-projected points; the deformable model's
-    row, then the regular twin's. ``picks[i]`` names the units of image ``i``
-    (:func:`viz.scene_stats.pick_units`)."""
+    row, then the regular twin's (left out when ``regular`` is None). ``picks[i]`` names the units
+    of image ``i`` (:func:`viz.scene_stats.pick_units`)."""
     panels = []
+    rows = [(deform, names[0])] + ([(regular, names[1])] if regular is not None else [])
     for i, units in enumerate(picks):
-        for cap, row in ((deform, names[0]), (regular, names[1])):
+        for cap, row in rows:
             for what in ("background", "small", "large"):
                 unit = units.get(what)
                 if unit is None:
