@@ -206,6 +206,8 @@ async def session(browser, url: str, s: int, deadline: float, updates: int, trut
                 )
             if report.updates == 50 and pid is not None:
                 report.rss_mb["after 50 updates"] = rss_mb(pid)
+            if report.updates % 50 == 0 and pid is not None:  # progress of long (soak) runs
+                print(f"after {report.updates} updates: server memory {rss_mb(pid):.0f} MB", flush=True)
             i += 1
         if await page.locator('[data-testid="stException"]').count():
             report.errors.append(f"session {s}: an exception is shown")
