@@ -177,7 +177,10 @@ async def session(browser, url: str, s: int, deadline: float, updates: int, trut
             row, col = 2 + (s + i) % 10, 3 + (2 * s + i) % 9
             step = f"click unit {(row, col)} on digit {k}"
             for attempt in range(4):  # a click that lands while the chart is re-laid out is lost: retry
-                chart = page.locator(".st-key-points_chart .js-plotly-plot").first
+                charts = page.locator(".st-key-points_chart .js-plotly-plot")
+                await expect(charts).to_have_count(1)  # a rerun briefly shows the old and the new chart
+                await _idle(page)
+                chart = charts.first
                 x, y = await chart.evaluate(UNIT_TO_PAGE, [2 * col + 0.5, 2 * row + 0.5])
                 await page.mouse.click(x, y)
                 try:
