@@ -32,6 +32,17 @@ ARCHS = ("deform", "deform2", "regular")
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
 
+def set_identity(model: nn.Module, arch: str, widths: tuple[int, ...], mean: float, std: float) -> None:
+    """What every model family records: a checked ``arch``, its ``widths`` and the input
+    normalisation as (non-persistent) buffers ``mean`` and ``std``."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown architecture {arch!r}; expected one of {ARCHS}")
+    model.arch = arch
+    model.widths = tuple(int(w) for w in widths)
+    model.register_buffer("mean", torch.tensor(float(mean)), persistent=False)
+    model.register_buffer("std", torch.tensor(float(std)), persistent=False)
+
+
 def conv_bn_relu_pool(cin: int, cout: int) -> list[nn.Module]:
     """A stem stage: 3x3 conv (no bias), BatchNorm, ReLU, 2x2 max-pool (halves the map)."""
     return [
@@ -81,12 +92,7 @@ class MnistNet(nn.Module):
         std: float = MNIST_STD,
     ) -> None:
         super().__init__()
-        if arch not in ARCHS:
-            raise ValueError(f"unknown architecture {arch!r}; expected one of {ARCHS}")
-        self.arch = arch
-        self.widths = tuple(int(w) for w in widths)
-        self.register_buffer("mean", torch.tensor(float(mean)), persistent=False)
-        self.register_buffer("std", torch.tensor(float(std)), persistent=False)
+        set_identity(self, arch, widths, mean, std)
         c0, c1, c2, c3 = widths
         self.stem = nn.Sequential(*conv_bn_relu_pool(in_channels, c0))
         self.top, self.top_norms = stacked_layers(arch, (c0, c1, c2, c3))

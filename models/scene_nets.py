@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.contract import SamplingLayer, describe_layer
-from models.nets import ARCHS, conv_bn_relu_pool, stacked_layers
+from models.nets import conv_bn_relu_pool, set_identity, stacked_layers
 from models.scenes import NUM_CLASSES
 
 DEFAULT_WIDTHS = (32, 64, 64, 64, 96)
@@ -59,12 +59,7 @@ class SceneNet(nn.Module):
         num_classes: int = NUM_CLASSES,
     ) -> None:
         super().__init__()
-        if arch not in ARCHS:
-            raise ValueError(f"unknown architecture {arch!r}; expected one of {ARCHS}")
-        self.arch = arch
-        self.widths = tuple(int(w) for w in widths)
-        self.register_buffer("mean", torch.tensor(float(mean)), persistent=False)
-        self.register_buffer("std", torch.tensor(float(std)), persistent=False)
+        set_identity(self, arch, widths, mean, std)
         c0, c1, c2, c3, c4 = self.widths
         self.stem = nn.Sequential(*conv_bn_relu_pool(1, c0), *conv_bn_relu_pool(c0, c1))
         self.top, self.top_norms = stacked_layers(arch, (c1, c2, c3, c4))

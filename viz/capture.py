@@ -93,7 +93,7 @@ class Capture:
             layers=[
                 replace(
                     lc,
-                    offsets_yx=lc.offsets_yx[idx] if lc.offsets_yx.shape[0] == self.images.shape[0] else lc.offsets_yx,
+                    offsets_yx=lc.offsets_yx[idx],
                     mask=pick(lc.mask),
                     inputs=pick(lc.inputs),
                     outputs=pick(lc.outputs),
