@@ -130,6 +130,10 @@ READ_POINTS = """(gd) => {
     const t = gd._fullData.find(d => d.name && d.name.includes('sampling points'));
     return t ? [Array.from(t.x), Array.from(t.y)] : null;
 }"""
+PLOTTED = """(gd) => new Promise(done => {
+    const check = () => (gd._fullLayout && gd._fullLayout.xaxis ? done(true) : setTimeout(check, 50));
+    check();
+})"""
 UNIT_TO_PAGE = """(gd, xy) => {
     const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, r = gd.getBoundingClientRect();
     return [r.left + xa._offset + xa.l2p(xy[0]), r.top + ya._offset + ya.l2p(xy[1])];
@@ -181,6 +185,7 @@ async def session(browser, url: str, s: int, deadline: float, updates: int, trut
                 await expect(charts).to_have_count(1)  # a rerun briefly shows the old and the new chart
                 await _idle(page)
                 chart = charts.first
+                await chart.evaluate(PLOTTED)  # the element can exist before Plotly has drawn into it
                 x, y = await chart.evaluate(UNIT_TO_PAGE, [2 * col + 0.5, 2 * row + 0.5])
                 await page.mouse.click(x, y)
                 try:
