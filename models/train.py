@@ -80,20 +80,25 @@ def _splits(args: argparse.Namespace):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.task == "scenes":
-        return train_scenes_command(args, argv)
-    args.batch_size = args.batch_size or 128
-    try:
-        describe(args.augment)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    # check the options before the data is read, then read it once for either task
+    if args.task == "scenes" and args.scene_size % 4:
+        print(f"error: --scene-size must be divisible by 4, got {args.scene_size}", file=sys.stderr)
         return 2
+    if args.task == "digits":
+        try:
+            describe(args.augment)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     threads = use_all_cpu_threads()
     try:
         train_split, test_split = _splits(args)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if args.task == "scenes":
+        return train_scenes_command(args, argv, threads, train_split, test_split)
+    args.batch_size = args.batch_size or 128
     config = TrainConfig(
         arch=args.arch,
         augment=args.augment,
@@ -132,22 +137,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def train_scenes_command(args: argparse.Namespace, argv: list[str] | None) -> int:
+def train_scenes_command(
+    args: argparse.Namespace, argv: list[str] | None, threads: int, train_split, test_split
+) -> int:
     from dataclasses import asdict
 
     from models.scene_training import SceneTrainConfig, evaluate_scenes, format_metrics, test_scenes, train_scenes
     from models.scenes import SceneConfig
 
-    if args.scene_size % 4:
-        print(f"error: --scene-size must be divisible by 4, got {args.scene_size}", file=sys.stderr)
-        return 2
     scene = SceneConfig(size=args.scene_size, rotate=args.rotate, max_height=min(54.0, 0.85 * args.scene_size))
-    threads = use_all_cpu_threads()
-    try:
-        train_split, test_split = _splits(args)
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
     config = SceneTrainConfig(
         arch=args.arch,
         steps=args.max_steps or args.steps,

@@ -24,7 +24,7 @@ import viz
 from models.data import DEFAULT_DATA_DIR, DataError, load_mnist
 from models.runtime import atomic_write_text, use_all_cpu_threads
 from models.scene_training import test_scenes
-from models.scenes import SIZE_CLASSES, SIZE_EDGES, TEST_SEED, Scenes
+from models.scenes import SIZE_CLASSES, SIZE_EDGES, TEST_SEED, Scenes, size_class
 from viz.scene_stats import REGIONS, RegionStats, dilation_by_region, own_digit_fraction, regular_dilation
 
 MODELS = ("scene_deform", "scene_deform2", "scene_regular")
@@ -47,8 +47,6 @@ def collect(model: torch.nn.Module, scenes: Scenes, batch: int = 50, progress: b
                 dil[layer].add(d, regions)
             which, frac = own_digit_fraction(cap, boxes, image=i)
             if which.numel():
-                from models.scenes import size_class
-
                 own.add(frac, size_class(heights[which]))
             bar.update(1)
         unit_px = [regular_dilation(cap, layer) for layer in range(layers)]
