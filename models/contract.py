@@ -10,9 +10,10 @@ entry gives:
   (pixel centres at integers, x = column, y = row);
 - ``module``: the layer itself; its first positional forward argument is the input map and its
   output the output map;
-- ``offset_source``: what produces the offsets, either :class:`ModuleOutput` (a module whose
-  output *is* the offset tensor, like our layers' ``offset_conv``) or :class:`ForwardArgument`
-  (an argument of a module's forward, like ``offset`` of ``torchvision.ops.DeformConv2d``).
+- ``offset_source``: what produces the offsets: :class:`ModuleOutput` (a module whose
+  output *is* the offset tensor, like our layers' ``offset_conv``), :class:`ForwardArgument`
+  (an argument of a module's forward, like ``offset`` of ``torchvision.ops.DeformConv2d``) or
+  :class:`OpArgument` (what the ``torchvision.ops.deform_conv2d`` call inside a module got).
   ``None`` means a regular conv: offsets zero by definition;
 - ``mask_source``: the same for the DCNv2 modulation mask (``None``: no mask).
 
@@ -52,7 +53,18 @@ class ForwardArgument:
     name: str
 
 
-Source = ModuleOutput | ForwardArgument
+@dataclass(frozen=True, eq=False)
+class OpArgument:
+    """The tensor is argument ``name`` (``"offset"`` or ``"mask"``) of the
+    ``torchvision.ops.deform_conv2d`` call made directly inside ``module``'s forward: what the
+    operator itself received, for modules that compute their offsets inline (e.g. a chunk and
+    a sigmoid of one conv's output) instead of passing them as a forward argument."""
+
+    module: nn.Module
+    name: str
+
+
+Source = ModuleOutput | ForwardArgument | OpArgument
 
 
 @dataclass(frozen=True)
@@ -173,6 +185,7 @@ __all__ = [
     "ForwardArgument",
     "LayerGeometry",
     "ModuleOutput",
+    "OpArgument",
     "SamplingLayer",
     "Source",
     "conv_geometry",

@@ -117,10 +117,22 @@ def _shared_models():
         "digits": (_randomised(build_model("deform2")), (1, 28, 28)),
         "scenes": (_randomised(SceneNet("deform", widths=(8, 8, 8, 8, 8))), (1, 32, 32)),
         "torchvision": (TorchvisionStack().eval(), (1, 12, 12)),
+        "discovered": (_discovered(), (1, 12, 12)),
     }
 
 
-@pytest.mark.parametrize("which", ["digits", "scenes", "torchvision"])
+def _discovered():
+    """A user's model with no contract, found by discovery: a torchvision DeformConv2d layer and
+    an inline op call whose offsets are read by a per-thread torch function mode."""
+    from models.discovery import discover
+    from tests.user_models import FrontAndStack, InlineDeform, TvPair
+
+    torch.manual_seed(0)
+    model = FrontAndStack([nn.Conv2d(1, 4, 3, padding=1)], [TvPair(4, 4, mask=True), InlineDeform(4, 4)])
+    return discover(model, 12, mean=0.0, std=1.0)
+
+
+@pytest.mark.parametrize("which", ["digits", "scenes", "torchvision", "discovered"])
 def test_concurrent_captures_on_one_shared_model_equal_serial_ones(which):
     import threading
 

@@ -3,7 +3,8 @@
 Data flows one way: image -> :func:`preprocess` (a digit) or :func:`preprocess_scene` (a
 picture of several digits) -> model (:func:`load`) -> :func:`capture` -> :func:`backproject` /
 :func:`sampling_density` / :func:`effective_dilation` / ``viz.scene_stats`` -> figure specs
-(``viz.figures``) -> ``viz.render``. Coordinates: x = column, y = row, pixel centres at integers.
+(``viz.figures``) -> ``viz.render``. A model of your own: :func:`load_user_model` finds its
+deformable layers (``models.discovery``); everything above then works on it. Coordinates: x = column, y = row, pixel centres at integers.
 :func:`capture` is safe to call from many threads on one shared model.
 """
 
@@ -20,6 +21,7 @@ from viz.capture import Capture, LayerCapture, capture
 from viz.geometry import METHODS
 from viz.preprocess import PreprocessError, preprocess, preprocess_scene
 from viz.stats import dilation_summary, effective_dilation, layer_points, on_digit_units, sampling_density
+from viz.user_model import load_user_model, prepare_for
 
 CHECKPOINT_DIR = SHIPPED_DIR  # a module attribute, so tests and users can point it elsewhere
 
@@ -54,8 +56,10 @@ __all__ = [
     "effective_dilation",
     "layer_points",
     "load",
+    "load_user_model",
     "on_digit_units",
     "preprocess",
+    "prepare_for",
     "preprocess_scene",
     "regular_grid",
     "sampling_density",

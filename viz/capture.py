@@ -25,8 +25,9 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 
-from models.contract import ForwardArgument, LayerGeometry, ModuleOutput, SamplingLayer, Source
+from models.contract import ForwardArgument, LayerGeometry, ModuleOutput, OpArgument, SamplingLayer, Source
 from models.geometry import output_size
 
 
@@ -80,6 +81,19 @@ class Capture:
     def top(self) -> LayerCapture:
         return self.layers[-1]
 
+    def without_offsets(self) -> Capture:
+        """The same layers with every offset zero and no mask: where convolutions of this
+        geometry sample without deformation (a regular twin's lattice). Only the geometry
+        changes; ``logits`` stay the model's own."""
+        return Capture(
+            images=self.images,
+            logits=self.logits,
+            layers=[
+                replace(lc, offsets_yx=torch.zeros_like(lc.offsets_yx), mask=None, deformable=False, modulated=False)
+                for lc in self.layers
+            ],
+        )
+
     def select(self, images: list[int]) -> Capture:
         """The same capture restricted to some images of the batch, in the given order."""
         idx = torch.as_tensor(images, dtype=torch.long)
@@ -109,6 +123,10 @@ class _Recorder:
     def __init__(self) -> None:
         self.tensors: dict[tuple[int, str], Tensor | None] = {}
         self.calls: dict[tuple[int, str], int] = {}
+        # Layers (indices) whose forward is running now and whose sources are OpArguments:
+        # the innermost one owns a deform_conv2d op call seen by _OpTap.
+        self.op_frames: list[int] = []
+        self.op_names: dict[int, set[str]] = {}
 
     def put(self, key: tuple[int, str], value: Tensor | None) -> None:
         self.calls[key] = self.calls.get(key, 0) + 1
@@ -146,13 +164,69 @@ def _hooked(module: nn.Module, fn: Any):
         handle.remove()
 
 
+#: Positions of the op's arguments: ``torchvision::deform_conv2d(input, weight, offset, mask,
+#: bias, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, weight_groups, offset_groups, use_mask)``.
+OP_ARGS = {"input": 0, "weight": 1, "offset": 2, "mask": 3, "use_mask": 13}
+
+
+def is_deform_op(func: Any) -> bool:
+    """Whether ``func`` (as seen by a torch function mode) is torchvision's deform_conv2d op."""
+    return str(func).split(".")[:2] == ["torchvision", "deform_conv2d"]
+
+
+class _OpTap(TorchFunctionMode):
+    """Records the offset / mask a torchvision ``deform_conv2d`` op call receives, for the
+    layer whose forward is innermost. Torch function modes are per thread, so only this
+    thread's op calls pass through it."""
+
+    def __init__(self, recorder: _Recorder) -> None:
+        super().__init__()
+        self.recorder = recorder
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        rec = self.recorder
+        if rec.op_frames and is_deform_op(func):
+            i = rec.op_frames[-1]
+            for name in rec.op_names[i]:
+                value = args[OP_ARGS[name]]
+                if name == "mask" and not args[OP_ARGS["use_mask"]]:
+                    value = None  # torchvision passes a dummy mask when none is given
+                rec.put((i, name), value)
+        return func(*args, **kwargs)
+
+
+def _op_frame(stack: ExitStack, recorder: _Recorder, i: int, what: str, src: OpArgument) -> None:
+    if i not in recorder.op_names:  # once per layer: push on entering its module, pop on leaving
+        recorder.op_names[i] = set()
+
+        def enter(_m: nn.Module, _args: tuple[Any, ...]) -> None:
+            if _ACTIVE.get() is recorder:
+                recorder.op_frames.append(i)
+
+        def leave(_m: nn.Module, _args: tuple[Any, ...], _out: Any) -> None:
+            if _ACTIVE.get() is recorder and recorder.op_frames and recorder.op_frames[-1] == i:
+                recorder.op_frames.pop()
+
+        for handle in (src.module.register_forward_pre_hook(enter), src.module.register_forward_hook(leave)):
+            stack.callback(handle.remove)
+    if src.name not in OP_ARGS:
+        raise ValueError(f"OpArgument name must be 'offset' or 'mask', got {src.name!r}")
+    recorder.op_names[i].add(src.name)
+
+
 def _source_hook(stack: ExitStack, recorder: _Recorder, i: int, what: str, src: Source) -> None:
-    if isinstance(src, ModuleOutput):
+    if isinstance(src, OpArgument):
+        _op_frame(stack, recorder, i, what, src)
+        # The tap records under the argument's name; store it under what it is for this layer.
+        if src.name != what:
+            raise ValueError(f"layer {i}: an OpArgument {src.name!r} cannot serve as its {what}")
+    elif isinstance(src, ModuleOutput):
         stack.enter_context(_hooked(src.module, _hook(recorder, (i, what), lambda a, k, out: out)))
     elif isinstance(src, ForwardArgument):
         stack.enter_context(_hooked(src.module, _hook(recorder, (i, what), lambda a, k, out: _argument(src, a, k))))
     else:
-        raise TypeError(f"unknown {what} source {src!r}: expected ModuleOutput or ForwardArgument")
+        raise TypeError(f"unknown {what} source {src!r}: expected ModuleOutput, ForwardArgument or OpArgument")
 
 
 @contextmanager
@@ -184,6 +258,8 @@ def recording(layers: list[SamplingLayer]):
                     _source_hook(stack, recorder, i, "offset", layer.offset_source)
                 if layer.mask_source is not None:
                     _source_hook(stack, recorder, i, "mask", layer.mask_source)
+            if recorder.op_names:
+                stack.enter_context(_OpTap(recorder))
             yield recorder
     finally:
         _ACTIVE.reset(token)

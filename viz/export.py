@@ -3,6 +3,7 @@
     python -m viz.export                         # all figures, PNG, into figures/
     python -m viz.export --figure receptive_field --format svg
     python -m viz.export --digits 7 my_digit.png --out out/
+    python -m viz.export --model examples.dcn_resnet:dcn_resnet --weights examples/dcn_resnet_digits.pt --image my.png
 
 Scene figures (dense models on the bundled test scenes): scene_receptive_field (the paper's
 Figure 6: background / small digit / large digit units, deformable vs regular twin) and
@@ -10,6 +11,8 @@ scene_dilation (effective dilation against digit size).
 Digit figures: receptive_field (the paper's figure on one digit), levels (9 -> 81 -> 729 points),
 offset_field (mean offsets per layer), adaptation (scaled and rotated digit, effective dilation
 vs scale), modulation (DCNv2 weights). No browser, GPU or download needed.
+Your own model (--model): model_points (a unit's points beside the same layers with offsets
+zero), levels, offset_field and, if it is modulated, modulation, for each --image.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -37,14 +41,17 @@ from viz.figures import (
     offset_field_figure,
     receptive_field_figure,
     scene_receptive_field_figure,
+    unit_points_figure,
 )
 from viz.render import FORMATS, render
 from viz.samples import load_samples, load_scene_samples
 from viz.scene_stats import pick_units
+from viz.user_model import add_model_arguments, model_from_args, prepare_for
 
 SCENE_FIGURES = ("scene_receptive_field", "scene_dilation")
 DIGIT_FIGURES = ("receptive_field", "levels", "offset_field", "adaptation", "modulation")
 FIGURES = SCENE_FIGURES + DIGIT_FIGURES
+USER_FIGURES = ("model_points", "levels", "offset_field", "modulation")
 DEFAULT_DIGIT = 1  # a "2": its strokes leave background on both sides
 
 
@@ -165,13 +172,84 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--format", default="png", choices=FORMATS, help="png and svg via matplotlib; html is interactive Plotly"
     )
-    p.add_argument("--figure", action="append", choices=FIGURES, help="make only this figure (repeatable)")
+    p.add_argument(
+        "--figure",
+        action="append",
+        choices=sorted(set(FIGURES + USER_FIGURES)),
+        help="make only this figure (repeatable)",
+    )
+    add_model_arguments(p)
+    p.add_argument(
+        "--image", nargs="+", default=None, help="with --model: image files to show (default: bundled sample digit 1)"
+    )
+    p.add_argument(
+        "--unit",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("ROW", "COL"),
+        help="with --model: top-layer unit (default: the centre)",
+    )
     return p
+
+
+def user_builders(cap: viz.Capture, unit: tuple[int, int]) -> dict[str, Callable[[], FigureSpec]]:
+    """The figures of a user's model on one captured image."""
+
+    def model_points() -> FigureSpec:
+        spec = unit_points_figure(
+            cap, cap.without_offsets(), unit, names=("your model", "same layers, offsets zero"), overlay=False
+        )
+        return replace(spec, name="model_points")
+
+    return {
+        "model_points": model_points,
+        "levels": lambda: levels_figure(cap, unit),
+        "offset_field": lambda: offset_field_figure(cap),
+        "modulation": lambda: modulation_figure(cap, unit),
+    }
+
+
+def export_user_model(args: argparse.Namespace, out: Path) -> int:
+    """The figures of a user's model (``--model``) for each ``--image``."""
+    from models.discovery import DiscoveryError
+
+    try:
+        model = model_from_args(args)
+        assert model is not None
+        print(model.report(), flush=True)
+        if args.image:
+            inputs = [(prepare_for(model, path, args.prepare), str(path)) for path in args.image]
+        else:
+            digit, source = load_digit(str(DEFAULT_DIGIT))
+            inputs = [(prepare_for(model, digit[0].numpy(), args.prepare), source)]
+    except (DiscoveryError, viz.CheckpointError, viz.PreprocessError, ExportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    wanted = [f for f in USER_FIGURES if f in (args.figure or USER_FIGURES)]
+    if "modulation" in wanted and not model.modulated:
+        wanted.remove("modulation")
+    for k, (image, source) in enumerate(inputs):
+        cap = viz.capture(model, image)
+        unit = tuple(args.unit) if args.unit else None
+        if unit is not None and not all(0 <= u < n for u, n in zip(unit, cap.top.out_size, strict=True)):
+            print(f"error: --unit {unit} is outside the top layer's {cap.top.out_size} map", file=sys.stderr)
+            return 1
+        unit = unit or (cap.top.out_size[0] // 2, cap.top.out_size[1] // 2)
+        makers = user_builders(cap, unit)
+        folder = out if len(inputs) == 1 else out / f"image_{k}"
+        for name in wanted:
+            t0 = time.perf_counter()
+            path = render(makers[name](), folder, args.format)
+            print(f"[{name}] {path} ({time.perf_counter() - t0:.1f} s; {source}, unit {unit})", flush=True)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     use_all_cpu_threads()
+    if args.model:
+        return export_user_model(args, Path(args.out))
     wanted = [f for f in FIGURES if f in (args.figure or FIGURES)]
     digit_wanted = [f for f in wanted if f in DIGIT_FIGURES]
     out = Path(args.out)
