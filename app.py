@@ -2,10 +2,13 @@
 one digit.
 
 streamlit run app.py
+streamlit run app.py -- --model package.module:factory --weights file.pt   # your own model
 """
 
 from __future__ import annotations
 
+import argparse
+import sys
 import time
 
 import streamlit as st
@@ -13,8 +16,10 @@ import torch
 
 import app_inputs as ia
 import app_scenes
+import app_user
 import viz
 from models.catalog import TWINS
+from models.discovery import DiscoveryError
 from viz.figures import (
     GRID_GREY,
     POINT_RED,
@@ -28,6 +33,7 @@ from viz.figures import (
 )
 from viz.render import plotly_figure
 from viz.samples import load_samples
+from viz.user_model import add_model_arguments, model_from_args
 
 st.set_page_config(page_title="deformscope", layout="wide")
 
@@ -39,6 +45,19 @@ CANVAS_KEY = "canvas"
 def load_model(name: str):
     # Shared by every browser session: viz.capture records per call, so sharing is safe.
     return viz.load(name)
+
+
+def cli_args() -> argparse.Namespace:
+    """Options after ``--`` on the streamlit command line: only these may name user code."""
+    p = argparse.ArgumentParser(prog="streamlit run app.py --")
+    add_model_arguments(p)
+    return p.parse_known_args(sys.argv[1:])[0]
+
+
+@st.cache_resource(show_spinner="Finding your model's deformable layers...")
+def load_user_model(argv: tuple[str, ...]):
+    # Keyed by the command line, shared by every session like the shipped models.
+    return model_from_args(cli_args())
 
 
 @st.cache_resource
@@ -98,12 +117,14 @@ with st.expander("What am I looking at?", expanded=False):
         "gather on small digits and spread over large ones. **Single digit** shows the 28x28 MNIST classifiers."
     )
 
+USER_MODEL = cli_args().model
 with st.sidebar:
     mode = st.radio(
         "Mode",
-        ["Scenes", "Single digit"],
+        ["Your model", "Scenes", "Single digit"] if USER_MODEL else ["Scenes", "Single digit"],
         key="mode",
-        help="Scenes: dense models on canvases with digits of many sizes. Single digit: the 28x28 MNIST classifiers.",
+        help="Scenes: dense models on canvases with digits of many sizes. Single digit: the 28x28 MNIST classifiers."
+        + (" Your model: the one named by --model on the command line." if USER_MODEL else ""),
     )
     st.header("Points")
     levels = st.slider("Levels (layers back-projected)", 1, 3, 3, key="levels")
@@ -117,6 +138,14 @@ with st.sidebar:
 
 if mode == "Scenes":
     app_scenes.page(load_model, levels, method)
+    st.stop()
+if mode == "Your model":
+    try:
+        user_model = load_user_model(tuple(sys.argv[1:]))
+    except (DiscoveryError, viz.CheckpointError) as exc:
+        st.error(f"Could not use your model: {exc}")
+        st.stop()
+    app_user.page(user_model, levels, method)
     st.stop()
 
 with st.sidebar:

@@ -278,7 +278,9 @@ def _probe_fields(
 ) -> list[list[Field]]:
     """Receptive fields of a few units around the centre of each layer's input map."""
     gen = torch.Generator().manual_seed(seed)
-    images = torch.rand((batch, *shape), generator=gen, requires_grad=True)
+    # Wide, signed noise: a ReLU or max-pool passes gradient only where its input is positive
+    # or largest, and the union over many varied images must cover the whole field.
+    images = (0.5 + 2.0 * torch.randn((batch, *shape), generator=gen)).requires_grad_(True)
     maps: dict[int, Tensor] = {}
     last = found[-1].module
 
@@ -362,7 +364,7 @@ def probe_geometry(
     run: Callable[[Tensor], Any],
     found: list[FoundLayer],
     input_shape: tuple[int, int, int],
-    batch: int = 8,
+    batch: int = 16,
     seed: int = 0,
     max_side: int = 1024,
 ) -> list[ProbedGeometry]:

@@ -190,7 +190,7 @@ async def session(browser, url: str, s: int, deadline: float, updates: int, trut
                 await page.mouse.click(x, y)
                 try:
                     await expect(page.get_by_text(f"Unit ({row}, {col}): 729 sampling points")).to_be_visible(
-                        timeout=15_000
+                        timeout=60_000
                     )
                     break
                 except AssertionError:

@@ -57,29 +57,29 @@ def test_inline_op_calls_are_found_and_read_from_the_ops_arguments():
 # (stride * i + offset) on the image; the second layer's follows from the first's conv.
 GEOMETRY_CASES = {
     # conv k3 s2 p1: unit i covers 2i-1..2i+1 -> (2, 0)
-    "strided conv": ([nn.Conv2d(1, 4, 3, 2, 1)], (32, 32), [TvPair(4, 4), TvPair(4, 4)], [((2, 2), (0, 0))] * 2),
+    "strided conv": lambda: ([nn.Conv2d(1, 4, 3, 2, 1)], (32, 32), [TvPair(4, 4), TvPair(4, 4)], [((2, 2), (0, 0))] * 2),
     # conv k4 s2 p1: 2i-1..2i+2 -> centre 2i + 0.5
-    "even kernel": ([nn.Conv2d(1, 4, 4, 2, 1)], (32, 32), [TvPair(4, 4), TvPair(4, 4)], [((2, 2), (0.5, 0.5))] * 2),
+    "even kernel": lambda: ([nn.Conv2d(1, 4, 4, 2, 1)], (32, 32), [TvPair(4, 4), TvPair(4, 4)], [((2, 2), (0.5, 0.5))] * 2),
     # max-pool 2 then conv k3 p0: pool unit at 2i + 0.5, conv unit i at pool units i..i+2 -> 2i + 2.5
-    "pool then valid conv": (
+    "pool then valid conv": lambda: (
         [nn.MaxPool2d(2), nn.Conv2d(1, 4, 3)], (32, 32), [TvPair(4, 4), TvPair(4, 4)], [((2, 2), (2.5, 2.5))] * 2,
     ),
     # dilated k3 d2 p2 keeps positions; avg-pool 3 stride 3: units at 3i + 1
-    "dilation and avg-pool": (
+    "dilation and avg-pool": lambda: (
         [nn.Conv2d(1, 4, 3, padding=2, dilation=2), nn.AvgPool2d(3)], (36, 36),
         [TvPair(4, 4), TvPair(4, 4)], [((3, 3), (1, 1))] * 2,
     ),
     # non-square input, kernel (3, 5), stride (2, 1), padding (0, 2): rows 2i + 1, columns j
-    "non-square": (
+    "non-square": lambda: (
         [nn.Conv2d(1, 4, (3, 5), (2, 1), (0, 2))], (41, 24), [TvPair(4, 4), TvPair(4, 4)], [((2, 1), (1, 0))] * 2,
     ),
     # the deformable layers themselves stride and dilate: the second sits on a coarser grid
-    "deformable stride and dilation": (
+    "deformable stride and dilation": lambda: (
         [nn.Conv2d(1, 4, 3, padding=1)], (40, 40), [TvPair(4, 4, stride=2, padding=1), TvPair(4, 4, padding=2, dilation=2)],
         [((1, 1), (0, 0)), ((2, 2), (0, 0))],
     ),
     # an inline op layer with stride 2 and dilation 2 (padding 2): output unit i reads 2i-2..2i+2 -> 2i
-    "inline op with stride": (
+    "inline op with stride": lambda: (
         [nn.Conv2d(1, 4, 3, padding=1)], (40, 40), [InlineDeform(4, 4, stride=2, dilation=2), InlineDeform(4, 4)],
         [((1, 1), (0, 0)), ((2, 2), (0, 0))],
     ),
@@ -88,8 +88,8 @@ GEOMETRY_CASES = {
 
 @pytest.mark.parametrize("case", list(GEOMETRY_CASES))
 def test_probed_geometry_equals_the_known_geometry(case):
-    front, size, layers, want = GEOMETRY_CASES[case]
     torch.manual_seed(0)
+    front, size, layers, want = GEOMETRY_CASES[case]()
     found = discover(FrontAndStack(front, layers), size, mean=0.0, std=1.0)
     assert _grid(found) == [((float(s[0]), float(s[1])), (float(o[0]), float(o[1]))) for s, o in want]
     assert "probed" in found.geometry_method

@@ -99,3 +99,8 @@ def torchvision_twin(model: nn.Module) -> nn.Module:
             if isinstance(child, DeformConv2d):
                 setattr(module, child_name, _TvTwinLayer(child))
     return twin  # its own sampling_layers() would name the replaced layers: discovery ignores it
+
+
+def not_stacked() -> nn.Module:
+    """A factory whose two deformable layers have a 3x3 conv between them: refused."""
+    return FrontAndStack([nn.Conv2d(1, 4, 3, padding=1)], [TvPair(4, 4), TvPair(4, 4)], [nn.Conv2d(4, 4, 3, padding=1)])

@@ -1,0 +1,116 @@
+"""The app's "Your model" mode: a user's own model, named on the command line
+(``streamlit run app.py -- --model package.module:factory --weights file.pt``), its deformable
+layers found by ``models.discovery``.
+
+Only ``app.py`` imports this module. Beside the model's points the same layers are shown with
+their offsets set to zero (``Capture.without_offsets``): where convolutions of that geometry
+would sample without deformation. Every chart is a ``viz.figures`` spec.
+"""
+
+from __future__ import annotations
+
+import time
+
+import streamlit as st
+import torch
+
+import app_inputs as ia
+import viz
+from models.discovery import DiscoveredModel
+from viz.figures import count_note, levels_figure, offset_field_figure, unit_points_figure
+from viz.render import plotly_figure
+from viz.samples import load_samples
+
+NAMES = ("your model", "same layers, offsets zero")
+
+
+def _input(model: DiscoveredModel) -> tuple[torch.Tensor, str] | None:
+    source = st.radio("Input", ["Sample digit", "Upload"], horizontal=True, key="user_source")
+    try:
+        if source == "Sample digit":
+            s = load_samples()
+            idx = int(st.number_input("Bundled test digit (0-99)", 0, len(s) - 1, 1, key="user_sample"))
+            return viz.prepare_for(
+                model, s.images[idx, 0].numpy()
+            ), f"MNIST test #{int(s.test_indices[idx])}, label {int(s.labels[idx])}"
+        up = st.file_uploader("An image", type=list(ia.UPLOAD_TYPES), key="user_upload")
+        if up is None:
+            st.info("Upload a PNG, JPEG, BMP, GIF or WebP image.")
+            return None
+        img, notes = ia.decode_image(up.getvalue(), up.name)
+        for n in notes:
+            st.caption(n)
+        st.image(ia.preview(img), caption="uploaded")
+        return viz.prepare_for(model, img), up.name
+    except (ia.InputError, viz.PreprocessError) as exc:
+        st.error(str(exc))
+        return None
+
+
+def _set_unit(unit: tuple[int, int]) -> None:
+    """The chosen top-layer unit; the sliders' keyed state follows it."""
+    st.session_state["user_unit"] = unit
+    st.session_state["user_unit_row"], st.session_state["user_unit_col"] = unit
+
+
+def page(model: DiscoveredModel, levels: int, method: str) -> None:
+    st.caption(f"Your model: {getattr(model, 'source', type(model.model).__name__)}")
+    with st.expander("Deformable layers found", expanded=False):
+        st.code(model.report(), language=None)
+    left, right = st.columns([1, 2])
+    with left:
+        got = _input(model)
+    if got is None:
+        st.stop()
+    image, source = got
+    t0 = time.perf_counter()
+    key = ia.image_key(image, "user")
+    cached = st.session_state.get("user_analysis")
+    if cached is None or cached[0] != key:
+        cap = viz.capture(model, image)
+        cached = (key, cap, cap.without_offsets())
+        st.session_state["user_analysis"] = cached  # one per session: memory stays bounded
+        _set_unit((cap.top.out_size[0] // 2, cap.top.out_size[1] // 2))
+    _, cap, flat = cached
+    with left:
+        st.image(image[0].numpy(), caption=f"model input ({source})", width=140, clamp=True)
+        if cap.logits.dim() == 2:
+            p = cap.probabilities[0]
+            st.metric("Your model predicts", int(p.argmax()))
+            st.caption(f"with probability {float(p.max()):.1%}")
+    ho, wo = cap.top.out_size
+    unit = st.session_state["user_unit"]
+    if unit[0] >= ho or unit[1] >= wo:
+        unit = (min(unit[0], ho - 1), min(unit[1], wo - 1))
+        _set_unit(unit)
+    with right:
+        tab_points, tab_levels, tab_offsets = st.tabs(["Sampling points", "Level by level", "Offset field"])
+        with tab_points:
+            fig = plotly_figure(
+                unit_points_figure(cap, flat, unit, levels, method, overlay=False, names=NAMES),
+                interactive=True,
+                height=520,
+            )
+            event = st.plotly_chart(fig, key="user_points_chart", on_select="rerun", selection_mode="points")
+            clicked = ia.new_click(event, st.session_state, "user_last_click")
+            if clicked is not None and clicked != unit:
+                _set_unit(clicked)
+                st.rerun()
+            c1, c2 = st.columns(2)
+            row = c1.slider("Unit row", 0, ho - 1, key="user_unit_row")
+            col = c2.slider("Unit column", 0, wo - 1, key="user_unit_col")
+            if (row, col) != unit:
+                st.session_state["user_unit"] = (row, col)  # the sliders already hold it
+                st.rerun()
+            pts = viz.backproject(cap, unit, levels=levels, method=method)
+            st.caption(
+                f"Unit {unit}: {count_note(pts)}. Left your model, right the same layers with offsets zero. "
+                "Click a unit to move it."
+            )
+        with tab_levels:
+            st.plotly_chart(
+                plotly_figure(levels_figure(cap, unit, method), interactive=True, height=420), key="user_levels"
+            )
+        with tab_offsets:
+            st.plotly_chart(plotly_figure(offset_field_figure(cap), interactive=True, height=440), key="user_offsets")
+    st.caption(f"Server time for this update: {1e3 * (time.perf_counter() - t0):.0f} ms.")

@@ -1,0 +1,58 @@
+"""The app's "Your model" mode (streamlit run app.py -- --model ...), through AppTest."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import viz
+from tests.conftest import REPO
+from viz.samples import load_samples
+
+APP = str(REPO / "app.py")
+EXAMPLE = ["--model", "examples.dcn_resnet:dcn_resnet", "--weights", str(REPO / "examples" / "dcn_resnet_digits.pt")]
+
+
+def _run(monkeypatch, args: list[str]) -> AppTest:
+    monkeypatch.setattr(sys, "argv", ["app.py", *args])
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def _captions(at: AppTest) -> str:
+    return " | ".join(c.value for c in at.caption)
+
+
+def test_the_example_model_opens_in_its_own_mode_with_points_and_prediction(monkeypatch):
+    at = _run(monkeypatch, EXAMPLE)
+    assert at.radio(key="mode").value == "Your model"
+    assert "stage2.2.conv2" in at.code[0].value  # the discovery report
+    model = viz.load_user_model(EXAMPLE[1], weights=EXAMPLE[3])
+    want = viz.capture(model, viz.prepare_for(model, load_samples().images[1, 0].numpy())).predictions[0]
+    assert next(m.value for m in at.metric if m.label == "Your model predicts") == str(int(want))
+    assert "Unit (7, 7): 729 sampling points" in _captions(at)
+    at.slider(key="user_unit_row").set_value(3).run()
+    assert not at.exception
+    assert "Unit (3, 7): 729 sampling points" in _captions(at)
+    at.number_input(key="user_sample").set_value(0).run()  # a new digit starts at the centre unit
+    assert "Unit (7, 7)" in _captions(at)
+
+
+def test_a_model_that_cannot_be_back_projected_gets_a_message_not_a_traceback(monkeypatch):
+    at = _run(monkeypatch, ["--model", "tests.user_models:not_stacked"])
+    assert at.error and "Could not use your model" in at.error[0].value
+    assert "are not stacked" in at.error[0].value
+
+
+def test_without_model_the_mode_is_not_offered(monkeypatch):
+    at = _run(monkeypatch, [])
+    assert "Your model" not in at.radio(key="mode").options
+
+
+@pytest.mark.parametrize("bad", [["--model", "no_such_module:f"], EXAMPLE[:2] + ["--weights", "missing.pt"]])
+def test_bad_model_options_are_explained(monkeypatch, bad):
+    at = _run(monkeypatch, bad)
+    assert at.error and "Could not use your model" in at.error[0].value
