@@ -492,7 +492,8 @@ class DiscoveredModel(nn.Module):
     def report(self) -> str:
         """What discovery found, bottom to top, as a plain-text table."""
         lines = [
-            f"{len(self.found)} deformable layer(s), bottom to top; geometry: {self.geometry_method}",
+            f"{len(self.found)} deformable layer(s), bottom to top",
+            f"geometry: {self.geometry_method}",
             f"{'layer':<28} {'kind':<28} {'kernel':<7} {'stride':<7} {'pad':<6} {'dil':<6} {'groups':<6} "
             f"{'mask':<5} {'in -> out map':<16} {'on image (y, x)'}",
         ]

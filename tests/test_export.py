@@ -70,3 +70,39 @@ def test_unreadable_image_file(tmp_path, capsys):
     bad.write_bytes(b"not an image")
     assert export.main(["--out", str(tmp_path), "--digits", str(bad)]) == 1
     assert "cannot read image" in capsys.readouterr().err
+
+
+def test_user_model_figures(tmp_path, capsys):
+    from PIL import Image, ImageDraw
+
+    img = Image.new("L", (80, 80), 255)
+    ImageDraw.Draw(img).line([(15, 15), (65, 15), (35, 70)], fill=0, width=8)
+    img.save(tmp_path / "seven.png")
+    args = ["--model", "examples.dcn_resnet:dcn_resnet", "--weights", "examples/dcn_resnet_digits.pt"]
+    assert (
+        export.main([*args, "--image", str(tmp_path / "seven.png"), "--unit", "3", "9", "--out", str(tmp_path / "a")])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "stage2.0.conv2" in out and "unit (i, j) at (2 i + 0, 2 j + 0)" in out
+    for name in ("model_points", "levels", "offset_field"):
+        with Image.open(tmp_path / "a" / f"{name}.png") as im:
+            assert im.size[0] > 300
+    assert not (tmp_path / "a" / "modulation.png").exists()  # DCNv1: nothing to show
+    assert "unit (3, 9)" in out
+    assert export.main([*args, "--digits", "0", "5", "--figure", "levels", "--out", str(tmp_path / "b")]) == 0
+    assert (tmp_path / "b" / "image_1" / "levels.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "tests.user_models:not_stacked"], "are not stacked"),
+        (["--model", "examples.dcn_resnet:dcn_resnet", "--unit", "20", "0"], "outside the top layer's (14, 14) map"),
+        (["--model", "examples.dcn_resnet:dcn_resnet", "--weights", "nope.pt"], "no weights file"),
+        (["--model", "examples.dcn_resnet:dcn_resnet", "--pixel-stride", "2", "2"], "go together"),
+    ],
+)
+def test_user_model_errors(tmp_path, capsys, args, message):
+    assert export.main([*args, "--out", str(tmp_path)]) == 1
+    assert message in capsys.readouterr().err

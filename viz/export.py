@@ -180,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_model_arguments(p)
     p.add_argument(
-        "--image", nargs="+", default=None, help="with --model: image files to show (default: bundled sample digit 1)"
+        "--image", nargs="+", default=None, help="with --model: image files to show (default: the --digits samples)"
     )
     p.add_argument(
         "--unit",
@@ -221,8 +221,8 @@ def export_user_model(args: argparse.Namespace, out: Path) -> int:
         if args.image:
             inputs = [(prepare_for(model, path, args.prepare), str(path)) for path in args.image]
         else:
-            digit, source = load_digit(str(DEFAULT_DIGIT))
-            inputs = [(prepare_for(model, digit[0].numpy(), args.prepare), source)]
+            digits = [load_digit(d) for d in args.digits]  # bundled samples (or files) in MNIST format
+            inputs = [(prepare_for(model, digit[0].numpy(), args.prepare), source) for digit, source in digits]
     except (DiscoveryError, viz.CheckpointError, viz.PreprocessError, ExportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
