@@ -1,0 +1,326 @@
+"""What a unit really uses (Zhu et al., DCNv2, 2019, Section 2): effective receptive field,
+effective sampling locations and the error-bounded saliency region of a top-layer unit.
+
+The unit's **response** is its top-layer feature vector ``f`` (the top sampling layer's output
+at the unit, all channels), read as one number by projecting onto its own direction on the
+full image: ``r(x) = <f(x), f(image) / |f(image)|>``. (Summing channels could cancel; the
+projection is what changes when the feature changes.)
+
+- **Effective receptive field (ERF)**: ``|d r / d image|`` summed over input channels, per pixel.
+- **Effective sampling locations (ESL)**: every sample a layer reads (output unit ``o``, tap
+  ``k``) gets a gate ``g = 1`` multiplying it, like a DCNv2 mask; ``d r / d g`` is exactly the
+  gradient of the response with respect to the sampled value times that value, summed over
+  channels (gradient x input of the sample). A back-projected point at level ``l`` is the tap
+  ``k`` sample of the layer ``l`` levels down, at its parent's position; its weight is that
+  layer's attribution read there (nearest or bilinear, as the points were made).
+- **Saliency region**: squares centred on the unit's pixel, half-size 0, 1, 2, ... up to the
+  whole image; the image outside a square is set to 0 (black, the digits' background) and all
+  squares are run as one batch. The region is the smallest square whose response feature is
+  within ``tol`` (relative L2 error, default 10%) of the full image's.
+
+One forward and one backward give the ERF and the ESL of a batch of units (the image is
+repeated once per unit, so the batch axis keeps their gradients apart). Thread-safe as
+:func:`viz.capture`: the hooks act only for the calling thread's pass.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
+
+from models.contract import ForwardArgument, ModuleOutput, SamplingLayer
+from models.deform_conv import DeformConv2d, deform_conv2d
+from viz.backproject import Points
+from viz.capture import OP_ARGS, Capture, capture, is_deform_op, sampling_layers_of
+from viz.geometry import read_bilinear, read_nearest
+
+_ACTIVE: ContextVar[object | None] = ContextVar("deformscope_support", default=None)
+
+
+@dataclass
+class Support:
+    """ERF and per-sample attributions of ``U`` top-layer units of one image.
+
+    Attributes:
+        units_yx: ``(U, 2)`` the units (row, column) of the top layer.
+        response: ``(U,)`` each unit's response on the image.
+        erf: ``(U, H, W)`` ``|d response / d image|``, summed over channels (not normalised).
+        attributions: per sampling layer, bottom to top, ``(U, G, K, Ho, Wo)``: ``d response /
+            d gate`` of every sample that layer read (gradient x sampled value).
+    """
+
+    units_yx: Tensor
+    response: Tensor
+    erf: Tensor
+    attributions: list[Tensor]
+
+    def erf_normalised(self) -> Tensor:
+        """ERF scaled so each unit's maximum is 1."""
+        return self.erf / self.erf.flatten(1).amax(dim=1).clamp_min(1e-12).view(-1, 1, 1)
+
+
+class _Run:
+    """One call's state: gates per layer and recorded tensors."""
+
+    def __init__(self) -> None:
+        self.gates: dict[int, Tensor] = {}
+        self.offsets: dict[int, Tensor] = {}
+        self.masks: dict[int, Tensor | None] = {}
+        self.outputs: dict[int, Tensor] = {}
+        self.op_frames: list[int] = []
+
+
+def _gate_like(offsets: Tensor, taps: int) -> Tensor:
+    n, c, ho, wo = offsets.shape
+    return torch.ones(n, c // 2, ho, wo, dtype=offsets.dtype, device=offsets.device, requires_grad=True)
+
+
+class _GateOps(TorchFunctionMode):
+    """Multiplies the mask of the innermost gated layer's torchvision op call by its gate."""
+
+    def __init__(self, run: _Run, layers: list[SamplingLayer]) -> None:
+        super().__init__()
+        self.run, self.layers = run, layers
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if self.run.op_frames and is_deform_op(func):
+            i = self.run.op_frames[-1]
+            a = list(args)
+            offsets = a[OP_ARGS["offset"]]
+            gate = _gate_like(offsets, self.layers[i].taps)
+            self.run.gates[i] = gate
+            mask = a[OP_ARGS["mask"]] if a[OP_ARGS["use_mask"]] else None
+            a[OP_ARGS["mask"]] = gate if mask is None else mask * gate
+            a[OP_ARGS["use_mask"]] = True
+            args = tuple(a)
+        return func(*args, **(kwargs or {}))
+
+
+def _recomputable(module: nn.Module) -> bool:
+    """Layers whose output can be recomputed from their attributes with a gate: ours and
+    regular convs. Anything else (torchvision's modules, inline op calls) is gated in its op."""
+    return isinstance(module, (DeformConv2d, nn.Conv2d))
+
+
+def _install(stack: ExitStack, run: _Run, layers: list[SamplingLayer]) -> None:
+    def guard(fn):
+        def hook(*a):
+            if _ACTIVE.get() is run:
+                return fn(*a)
+            return None
+
+        return hook
+
+    uses_ops = False
+    for i, layer in enumerate(layers):
+        m = layer.module
+        src = layer.offset_source
+        if _recomputable(m):
+            if isinstance(src, ModuleOutput):
+
+                def rec_offset(_m, _a, out, i=i):
+                    run.offsets[i] = out
+
+                stack.callback(src.module.register_forward_hook(guard(rec_offset)).remove)
+            if isinstance(layer.mask_source, ModuleOutput):
+
+                def rec_mask(_m, _a, out, i=i):
+                    run.masks[i] = out
+
+                stack.callback(layer.mask_source.module.register_forward_hook(guard(rec_mask)).remove)
+            if isinstance(src, ForwardArgument) or isinstance(layer.mask_source, ForwardArgument):
+                raise TypeError(f"layer {layer.name!r}: forward-argument sources on a {type(m).__name__} are not supported")
+
+            def regated(mod, args, out, i=i, layer=layer):
+                x = args[0]
+                ho, wo = out.shape[-2:]
+                offsets = run.offsets.get(i)
+                if offsets is None:  # a regular conv: zero offsets
+                    offsets = x.new_zeros(x.shape[0], 2 * layer.taps, ho, wo)
+                gate = _gate_like(offsets, layer.taps)
+                run.gates[i] = gate
+                mask = run.masks.get(i)
+                new = deform_conv2d(
+                    x, offsets, mod.weight, mod.bias, layer.stride, layer.padding, layer.dilation,
+                    gate if mask is None else mask * gate,
+                )  # fmt: skip
+                run.outputs[i] = new
+                return new
+
+            stack.callback(m.register_forward_hook(guard(regated)).remove)
+        else:
+            uses_ops = True
+
+            def enter(_m, _a, i=i):
+                run.op_frames.append(i)
+
+            def leave(_m, _a, out, i=i):
+                if run.op_frames and run.op_frames[-1] == i:
+                    run.op_frames.pop()
+                run.outputs[i] = out
+
+            stack.callback(m.register_forward_pre_hook(guard(enter)).remove)
+            stack.callback(m.register_forward_hook(guard(leave)).remove)
+    if uses_ops:
+        stack.enter_context(_GateOps(run, layers))
+
+
+def unit_support(model: nn.Module, image: Tensor, units: tuple[int, int] | list[tuple[int, int]]) -> Support:
+    """ERF and sample attributions of top-layer ``units`` on one ``(C, H, W)`` image (see the
+    module docstring). Thread-safe on a shared model in eval mode."""
+    layers = sampling_layers_of(model)
+    units_t = torch.as_tensor(units if isinstance(units, list) else [units], dtype=torch.long).view(-1, 2)
+    u = units_t.shape[0]
+    if image.dim() == 4:
+        image = image[0]
+    x = image.detach().unsqueeze(0).repeat(u, 1, 1, 1).requires_grad_(True)
+    run = _Run()
+    token = _ACTIVE.set(run)
+    try:
+        with ExitStack() as stack, torch.enable_grad():
+            _install(stack, run, layers)
+            model(x)
+    finally:
+        _ACTIVE.reset(token)
+    top = run.outputs[len(layers) - 1]  # (U, C, Ho, Wo)
+    ho, wo = top.shape[-2:]
+    if ((units_t[:, 0] < 0) | (units_t[:, 0] >= ho) | (units_t[:, 1] < 0) | (units_t[:, 1] >= wo)).any():
+        raise ValueError(f"units must lie in the top layer's {ho}x{wo} map")
+    f = top[torch.arange(u), :, units_t[:, 0], units_t[:, 1]]  # (U, C)
+    direction = f.detach() / f.detach().norm(dim=1, keepdim=True).clamp_min(1e-12)
+    response = (f * direction).sum(dim=1)
+    missing = [layer.name for i, layer in enumerate(layers) if i not in run.gates]
+    if missing:
+        raise TypeError(
+            f"layers {missing} compute their samples in a way that cannot be gated (neither deformscope's or "
+            "torch's conv modules nor a torchvision deform_conv2d call)"
+        )
+    gates = [run.gates[i] for i in range(len(layers))]
+    grads = torch.autograd.grad(response.sum(), [x, *gates], allow_unused=True)
+    erf = grads[0].abs().sum(dim=1)
+    attributions = []
+    for layer, g, gate in zip(layers, grads[1:], gates, strict=True):
+        g = torch.zeros_like(gate) if g is None else g
+        n, c, h, w = g.shape
+        attributions.append(g.view(n, c // layer.taps, layer.taps, h, w).detach())
+    return Support(units_t, response.detach(), erf.detach(), attributions)
+
+
+def point_attributions(pts: Points, support: Support, cap: Capture, unit: int = 0) -> Tensor:
+    """Effective sampling locations: the attribution of each back-projected point of
+    ``support``'s ``unit`` (index), ``(P_unit,)`` for ``pts.where(unit=unit)``, in that order.
+
+    A level-``l`` point is tap ``k`` of the layer ``l`` levels down, read at its parent's
+    position on that layer's output map (the unit itself at level 1); ``nearest`` points read
+    the nearest unit, ``bilinear`` ones interpolate. ``exact`` points merge taps and have no
+    single sample: refused.
+    """
+    if pts.method == "exact":
+        raise ValueError("effective sampling locations need nearest or bilinear points (exact points merge taps)")
+    sel = pts.where(unit=unit)
+    idx = torch.nonzero(sel).flatten()
+    out = torch.zeros(idx.numel())
+    n = len(cap.layers)
+    for level in range(1, pts.levels + 1):
+        li = n - level
+        lc = cap.layers[li]
+        at = pts.level[idx] == level
+        pi = idx[at]
+        if pi.numel() == 0:
+            continue
+        par = pts.parent[pi]
+        if level == 1:
+            py = torch.full((pi.numel(),), float(support.units_yx[unit, 0]))
+            px = torch.full((pi.numel(),), float(support.units_yx[unit, 1]))
+        else:  # the parent's pixel position -> this layer's output map
+            (sy, sx), (oy, ox) = lc.out_pixel_stride, lc.out_pixel_offset
+            py, px = (pts.y[par] - oy) / sy, (pts.x[par] - ox) / sx
+        field = support.attributions[li][unit, 0]  # (K, Ho, Wo), group 0
+        vals = read_nearest(field, py, px)[0] if pts.method == "nearest" else read_bilinear(field, py, px)[0]
+        out[at] = vals[torch.arange(pi.numel()), pts.tap[pi]]
+    return out
+
+
+@dataclass
+class SaliencyRegion:
+    """The smallest square around a unit whose masked response stays within ``tol``.
+
+    ``box``: ``(x0, y0, x1, y1)`` inclusive pixel bounds, clipped to the image; ``area`` its
+    pixels; ``half_sizes`` and ``errors``: every candidate tried and its relative error.
+    """
+
+    unit: tuple[int, int]
+    half_size: int
+    box: tuple[int, int, int, int]
+    area: int
+    error: float
+    tol: float
+    half_sizes: Tensor
+    errors: Tensor
+
+
+def unit_centre_pixel(cap: Capture, unit: tuple[int, int]) -> tuple[float, float]:
+    """Pixel ``(y, x)`` of a top-layer unit."""
+    lc = cap.top
+    return (
+        lc.out_pixel_offset[0] + lc.out_pixel_stride[0] * unit[0],
+        lc.out_pixel_offset[1] + lc.out_pixel_stride[1] * unit[1],
+    )
+
+
+def square_masks(size: tuple[int, int], centre_yx: tuple[float, float], half_sizes: Tensor) -> Tensor:
+    """``(R, H, W)`` float masks: 1 inside the square of each half-size around the centre pixel."""
+    h, w = size
+    cy, cx = round(centre_yx[0]), round(centre_yx[1])
+    ys, xs = torch.arange(h).view(1, h, 1), torch.arange(w).view(1, 1, w)
+    r = half_sizes.view(-1, 1, 1)
+    return (((ys - cy).abs() <= r) & ((xs - cx).abs() <= r)).float()
+
+
+def saliency_region(model: nn.Module, image: Tensor, unit: tuple[int, int], tol: float = 0.1) -> SaliencyRegion:
+    """The error-bounded saliency region of a top-layer unit (module docstring): every
+    candidate square in one batched forward pass."""
+    if image.dim() == 4:
+        image = image[0]
+    full = capture(model, image, keep_features=True)
+    h, w = image.shape[-2:]
+    cy, cx = unit_centre_pixel(full, unit)
+    reach = int(max(round(cy), h - 1 - round(cy), round(cx), w - 1 - round(cx)))
+    half_sizes = torch.arange(reach + 1)
+    masks = square_masks((h, w), (cy, cx), half_sizes)
+    batch = image.unsqueeze(0) * masks.unsqueeze(1)
+    cap = capture(model, batch, keep_features=True)
+    ref = full.top.outputs[0, :, unit[0], unit[1]]
+    feats = cap.top.outputs[:, :, unit[0], unit[1]]
+    errors = (feats - ref).norm(dim=1) / ref.norm().clamp_min(1e-12)
+    ok = torch.nonzero(errors <= tol).flatten()
+    k = int(ok[0]) if ok.numel() else reach  # the whole image is always exact
+    r = int(half_sizes[k])
+    box = (max(round(cx) - r, 0), max(round(cy) - r, 0), min(round(cx) + r, w - 1), min(round(cy) + r, h - 1))
+    area = (box[2] - box[0] + 1) * (box[3] - box[1] + 1)
+    return SaliencyRegion(unit, r, box, area, float(errors[k]), tol, half_sizes, errors)
+
+
+def erf_area(erf: Tensor, mass: float = 0.9) -> Tensor:
+    """``(U,)`` the number of pixels needed to hold ``mass`` of each ERF's total (largest first)."""
+    flat = erf.flatten(1)
+    s = flat.sort(dim=1, descending=True).values
+    c = s.cumsum(dim=1) / s.sum(dim=1, keepdim=True).clamp_min(1e-12)
+    return (c < mass).sum(dim=1) + 1
+
+
+__all__ = [
+    "SaliencyRegion",
+    "Support",
+    "erf_area",
+    "point_attributions",
+    "saliency_region",
+    "square_masks",
+    "unit_centre_pixel",
+    "unit_support",
+]
