@@ -23,6 +23,7 @@ from models.discovery import DiscoveryError
 from viz.figures import (
     GRID_GREY,
     POINT_RED,
+    VIEWS,
     count_note,
     density_figure,
     dilation_figure,
@@ -30,9 +31,11 @@ from viz.figures import (
     offset_field_figure,
     probabilities_figure,
     unit_points_figure,
+    unit_view_figure,
 )
 from viz.render import plotly_figure
 from viz.samples import load_samples
+from viz.support import view_data
 from viz.user_model import add_model_arguments, model_from_args
 
 st.set_page_config(page_title="deformscope", layout="wide")
@@ -238,15 +241,29 @@ with right:
         ["Sampling points", "Level by level", "Offset field", "Sampling density", "Effective dilation"]
     )
     with tab_points:
-        fig = memo(
-            "points",
-            (unit, levels, method),
-            lambda: plotly_figure(
-                unit_points_figure(analysis.deform, analysis.regular, unit, levels, method),
-                interactive=True,
-                height=520,
-            ),
+        view = st.radio(
+            "View",
+            VIEWS,
+            horizontal=True,
+            key="digit_view",
+            help="Where the layers sample, or what the unit really uses (DCNv2's views).",
         )
+
+        def unit_chart():
+            if view == VIEWS[0]:
+                spec = unit_points_figure(analysis.deform, analysis.regular, unit, levels, method)
+            else:
+                entries = [
+                    {**view_data(m, c, unit, view, method), "title": n}
+                    for m, c, n in (
+                        (deform_model, analysis.deform, "deformable"),
+                        (regular_model, analysis.regular, "regular twin"),
+                    )
+                ]
+                spec = unit_view_figure(view, entries, unit)
+            return plotly_figure(spec, interactive=True, height=520)
+
+        fig = memo("points", (unit, levels, method, view), unit_chart)
         event = st.plotly_chart(fig, key="points_chart", on_select="rerun", selection_mode="points")
         clicked = ia.new_click(event, st.session_state, "last_click")
         if clicked is not None and clicked != unit:

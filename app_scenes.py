@@ -18,11 +18,12 @@ import app_inputs as ia
 import viz
 from models.catalog import TWINS
 from models.scenes import BACKGROUND, rescale_digit, size_class
-from viz.figures import scene_receptive_field_figure, unit_points_figure
+from viz.figures import VIEWS, scene_receptive_field_figure, unit_points_figure, unit_view_figure
 from viz.preprocess import SCENE_SIZE, preprocess_scene
 from viz.render import plotly_figure
 from viz.samples import load_scene_samples
 from viz.scene_stats import ink_boxes, pick_units, unit_digits
+from viz.support import view_data
 
 SCENE_MODELS = {name: desc for name, (_, desc) in TWINS.items() if name.startswith("scene_")}
 CANVAS_SIDE = 256  # the drawing canvas: 4 screen pixels per scene pixel
@@ -164,6 +165,20 @@ def _set_unit(unit: tuple[int, int]) -> None:
     st.session_state["scene_unit"] = unit
 
 
+def views(a, models: tuple[nn.Module, nn.Module], names: tuple[str, str], unit, view: str, method: str) -> list[dict]:
+    """DCNv2's view data of a unit for both models, kept per analysis (a few per session)."""
+    store = st.session_state.setdefault("scene_views", {})
+    key = (a.key, unit, view, method)
+    if key not in store:
+        if len(store) >= MAX_ANALYSES:
+            store.clear()
+        caps = (a.deform, a.regular)
+        store[key] = [
+            {**view_data(m, c, unit, view, method), "title": n} for m, c, n in zip(models, caps, names, strict=True)
+        ]
+    return store[key]
+
+
 def page(load_model, levels: int, method: str) -> None:
     """The scene mode, below the page title; ``load_model(name)`` is the app's cached loader."""
     with st.sidebar:
@@ -219,10 +234,23 @@ def page(load_model, levels: int, method: str) -> None:
             st.caption("No separate digits found in the ink.")
 
     with right:
-        fig = plotly_figure(
-            unit_points_figure(a.deform, a.regular, unit, levels, method, overlay, names=(name, f"{twin} (twin)")),
-            interactive=True,
+        view = st.radio(
+            "View",
+            VIEWS,
+            horizontal=True,
+            key="scene_view",
+            help="Where the layers sample, or what the unit really uses (DCNv2's views): the gradient of its response "
+            "per pixel, its samples weighted by gradient x value, the smallest region that keeps its response.",
         )
+        if view == VIEWS[0]:
+            spec = unit_points_figure(
+                a.deform, a.regular, unit, levels, method, overlay, names=(name, f"{twin} (twin)")
+            )
+        else:
+            spec = unit_view_figure(
+                view, views(a, (deform, regular), (name, f"{twin} (twin)"), unit, view, method), unit
+            )
+        fig = plotly_figure(spec, interactive=True)
         event = st.plotly_chart(fig, key="scene_chart", on_select="rerun", selection_mode="points")
         clicked = ia.new_click(event, st.session_state, "scene_last_click")
         if clicked is not None and clicked != unit:

@@ -179,3 +179,16 @@ def test_switching_checkpoint_keeps_the_unit():
     at.sidebar.selectbox[0].set_value("deform_plain").run()
     assert not at.exception
     assert any("Unit (4, 9):" in c.value for c in at.caption)
+
+
+def test_digit_mode_views_of_a_unit():
+    import json
+
+    from viz.figures import VIEWS
+
+    at = _run()
+    at.radio(key="digit_view").set_value(VIEWS[1]).run()
+    assert not at.exception, [e.message for e in at.exception]
+    spec = json.loads(at.get("plotly_chart")[1].proto.spec)
+    assert sum("ERF (90% on" in a["text"] for a in spec["layout"]["annotations"]) == 2
+    assert sum(t["type"] == "heatmap" for t in spec["data"]) == 2  # deformable and twin

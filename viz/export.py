@@ -6,8 +6,9 @@
     python -m viz.export --model examples.dcn_resnet:dcn_resnet --weights examples/dcn_resnet_digits.pt --image my.png
 
 Scene figures (dense models on the bundled test scenes): scene_receptive_field (the paper's
-Figure 6: background / small digit / large digit units, deformable vs regular twin) and
-scene_dilation (effective dilation against digit size).
+Figure 6: background / small digit / large digit units, deformable vs regular twin),
+scene_dilation (effective dilation against digit size) and scene_support (DCNv2's views of
+those units: effective receptive field, effective sampling locations, saliency region).
 Digit figures: receptive_field (the paper's figure on one digit), levels (9 -> 81 -> 729 points),
 offset_field (mean offsets per layer), adaptation (scaled and rotated digit, effective dilation
 vs scale), modulation (DCNv2 weights). No browser, GPU or download needed.
@@ -41,14 +42,16 @@ from viz.figures import (
     offset_field_figure,
     receptive_field_figure,
     scene_receptive_field_figure,
+    support_figure,
     unit_points_figure,
 )
 from viz.render import FORMATS, render
 from viz.samples import load_samples, load_scene_samples
 from viz.scene_stats import pick_units
+from viz.support import point_attributions, saliency_region, unit_support
 from viz.user_model import add_model_arguments, model_from_args, prepare_for
 
-SCENE_FIGURES = ("scene_receptive_field", "scene_dilation")
+SCENE_FIGURES = ("scene_receptive_field", "scene_dilation", "scene_support")
 DIGIT_FIGURES = ("receptive_field", "levels", "offset_field", "adaptation", "modulation")
 FIGURES = SCENE_FIGURES + DIGIT_FIGURES
 USER_FIGURES = ("model_points", "levels", "offset_field", "modulation")
@@ -130,7 +133,35 @@ def scene_builders(args: argparse.Namespace) -> dict[str, Callable[[], FigureSpe
         return scene_receptive_field_figure(sub_d, sub_r, picks)
 
     names = (Path(args.scene_checkpoint).stem, Path(args.scene_regular or twin_of(args.scene_checkpoint) or "").stem)
+
+    def support() -> FigureSpec:
+        """DCNv2's views of a background, a small-digit and a large-digit unit of the first chosen
+        scene, for the deformable model and its twin."""
+        i = chosen[0]
+        picks = pick_units(cap_d.select([i]), boxes[i], heights[i])
+        rows = []
+        for model, cap, name in ((deform, cap_d.select([i]), names[0]), (regular, cap_r.select([i]), names[1])):
+            for what in ("background", "small", "large"):
+                unit = picks.get(what)
+                if unit is None:
+                    continue
+                sup = unit_support(model, scenes.images[i], unit)
+                pts = viz.backproject(cap, unit)
+                rows.append(
+                    {
+                        "title": f"{name}, {what}" + ("" if what == "background" else " digit"),
+                        "cap": cap,
+                        "unit": unit,
+                        "support": sup,
+                        "region": saliency_region(model, scenes.images[i], unit),
+                        "pts": pts,
+                        "attributions": point_attributions(pts, sup, cap),
+                    }
+                )
+        return replace(support_figure(rows), name="scene_support")
+
     return {
+        "scene_support": support,
         "scene_receptive_field": receptive_field,
         "scene_dilation": lambda: dilation_vs_size_figure({names[0]: cap_d, names[1]: cap_r}, boxes, heights),
     }

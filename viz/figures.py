@@ -551,3 +551,120 @@ def unit_points_figure(
         panels,
         ncols=2,
     )
+
+
+# ---------------------------------------------------------------- what a unit really uses
+
+VIEWS = ("sampling points", "effective receptive field", "effective sampling locations", "saliency region")
+
+
+def box_layer(box: tuple[int, int, int, int], label: str, color: str = UNIT_GREEN) -> Layer:
+    """A rectangle around inclusive pixel bounds ``(x0, y0, x1, y1)``."""
+    x0, y0, x1, y1 = box[0] - 0.5, box[1] - 0.5, box[2] + 0.5, box[3] + 0.5
+    xs, ys = np.array([x0, x1, x1, x0]), np.array([y0, y0, y1, y1])
+    return Layer("segments", xs, ys, label, color, x2=np.roll(xs, -1), y2=np.roll(ys, -1))
+
+
+def esl_layer(pts: Points, attributions: Tensor, level: int | None = None) -> Layer:
+    """Effective sampling locations: the level's points sized and shaded by ``|attribution|``
+    (normalised to the level's largest), so the few samples that matter stand out."""
+    level = level or pts.levels
+    sel = pts.where(level=level, unit=0)
+    a = attributions[sel[pts.where(unit=0)]].abs().numpy()
+    rel = a / max(float(a.max()), 1e-12)
+    share = np.sort(rel)[::-1]
+    top = int(np.searchsorted(np.cumsum(share) / max(share.sum(), 1e-12), 0.5) + 1)
+    return Layer(
+        "points",
+        pts.x[sel].numpy(),
+        pts.y[sel].numpy(),
+        f"{int(sel.sum())} samples sized by |gradient x value|; {top} hold half the total",
+        POINT_RED,
+        sizes=2 + 40 * rel,
+        alphas=np.clip(rel, 0.08, 1.0),
+    )
+
+
+def support_panel(
+    view: str,
+    title: str,
+    cap: Capture,
+    unit: tuple[int, int],
+    support=None,
+    region=None,
+    pts=None,
+    attributions=None,
+    image: int = 0,
+) -> Panel:
+    """One view of one unit (``VIEWS``): ERF heat map, ESL points or saliency square, each with
+    the unit marked; ``support`` / ``region`` / ``pts`` + ``attributions`` from ``viz.support``."""
+    from viz.support import unit_centre_pixel
+
+    cy, cx = unit_centre_pixel(cap, unit)
+    mark = Layer("unit", np.array([cx]), np.array([cy]), f"unit {unit}", UNIT_GREEN)
+    if view == "effective receptive field":
+        erf = support.erf_normalised()[0].numpy()
+        from viz.support import erf_area
+
+        area = int(erf_area(support.erf)[0])
+        return Panel(
+            f"{title}: ERF (90% on {area} px)", None, [mark], heat=erf, heat_title="|d response / d pixel| (max 1)",
+            extent=_extent(cap),
+        )  # fmt: skip
+    if view == "effective sampling locations":
+        layer = esl_layer(pts, attributions)
+        return image_panel(f"{title}: ESL", cap, image, [layer, mark])
+    if view == "saliency region":
+        label = f"{region.area} px: response within {100 * region.tol:.0f}% ({100 * region.error:.1f}%)"
+        return image_panel(f"{title}: saliency", cap, image, [box_layer(region.box, label, POINT_RED), mark])
+    raise ValueError(f"view must be one of {VIEWS[1:]}, got {view!r}")
+
+
+def support_figure(rows: list[dict], method: str = BILINEAR) -> FigureSpec:
+    """DCNv2's three views for several units: one row per entry of ``rows`` (keys ``title``,
+    ``cap``, ``unit``, ``support``, ``region``, ``pts``, ``attributions``, ``image``), columns
+    ERF, effective sampling locations, saliency region."""
+    panels = []
+    for r in rows:
+        for view in VIEWS[1:]:
+            panels.append(
+                support_panel(
+                    view,
+                    r["title"],
+                    r["cap"],
+                    r["unit"],
+                    r["support"],
+                    r["region"],
+                    r["pts"],
+                    r["attributions"],
+                    r.get("image", 0),
+                )
+            )
+    return FigureSpec(
+        "support",
+        "What a unit really uses: effective receptive field, effective sampling locations, saliency region",
+        "Left: |gradient of the unit's response| per input pixel. Middle: its 9^3 sampling locations, each sized by "
+        f"gradient x sampled value ({method} back-projection). Right: the smallest square around the unit whose masked "
+        "image keeps the response within 10%. After Zhu et al., DCNv2, 2019, Fig. 2.",
+        panels,
+        ncols=3,
+    )
+
+
+def unit_view_figure(view: str, entries: list[dict], unit: tuple[int, int]) -> FigureSpec:
+    """The app's chart for a view other than the sampling points: one panel per model (entries
+    from :func:`viz.support.view_data` plus a ``title``), each with clickable units."""
+    panels = []
+    for e in entries:
+        panel = support_panel(view, e["title"], e["cap"], unit, e["support"], e["region"], e["pts"], e["attributions"])
+        panel.layers.insert(0, units_layer(e["cap"]))
+        panels.append(panel)
+    how = {
+        "effective receptive field": "|gradient of the unit's response| per input pixel (max 1); the title gives the "
+        "pixels holding 90% of it",
+        "effective sampling locations": "the unit's sampling points sized and shaded by gradient x sampled value: the "
+        "samples that matter stand out",
+        "saliency region": "the smallest square around the unit whose masked image (black outside) keeps the unit's "
+        "response within 10%",
+    }[view]
+    return FigureSpec("unit_view", f"Unit {unit}: {view}", how, panels, ncols=len(panels))
