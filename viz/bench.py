@@ -44,9 +44,32 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"  {method:<8} capture + one unit (729 samples): {spread(one)}   capture + all 196 units: {spread(every)}"
         )
+    support_views(args.repeats)
     app_update(args.repeats)
     scene_update(args.repeats)
     return 0
+
+
+def support_views(repeats: int) -> None:
+    """DCNv2's views of one unit (``viz.support``): targets 50 ms (digit) / 150 ms (scene) for
+    ERF + effective sampling locations, 300 ms for the saliency region."""
+    from viz.samples import load_samples, load_scene_samples
+    from viz.support import point_attributions, saliency_region, unit_support
+
+    print("what a unit really uses (one unit; ERF + effective sampling locations from the image; saliency region):")
+    for name, image, unit in (
+        ("deform_rts", load_samples().images[1], (7, 7)),
+        ("scene_deform", load_scene_samples().images[10], (6, 10)),
+    ):
+        model = viz.load(name)
+
+        def erf_esl(model=model, image=image, unit=unit) -> None:
+            cap = viz.capture(model, image)
+            sup = unit_support(model, image, unit)
+            point_attributions(viz.backproject(cap, unit), sup, cap)
+
+        region = time_runs(lambda model=model, image=image, unit=unit: saliency_region(model, image, unit), repeats)
+        print(f"  {name}: ERF + ESL {spread(time_runs(erf_esl, repeats))} ms   saliency region {spread(region)} ms")
 
 
 def _canvas_png(draw_fn, side: int) -> Image.Image:

@@ -8,6 +8,10 @@ effective dilation (mean distance between the sampling locations of adjacent tap
 small, medium or large digit's box, or on the background; mean and std, in pixels and in units
 of the layer's own stride (a regular 3x3 layer scores exactly 1). Also the fraction of each
 unit's 9^3 points that land inside its own digit's box, and the models' test metrics.
+
+What the units really use (DCNv2's views, ``viz.support``), over the first ``--support-scenes``
+scenes, a few units per region and scene: the effective receptive field's area (pixels holding
+90% of the gradient) and the error-bounded saliency region's area (10% tolerance).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from models.runtime import atomic_write_text, use_all_cpu_threads
 from models.scene_training import test_scenes
 from models.scenes import SIZE_CLASSES, SIZE_EDGES, TEST_SEED, Scenes, size_class
 from viz.scene_stats import REGIONS, RegionStats, dilation_by_region, own_digit_fraction, regular_dilation
+from viz.support import support_by_region
 
 MODELS = ("scene_deform", "scene_deform2", "scene_regular")
 
@@ -111,6 +116,35 @@ def markdown(results: dict[str, dict[str, object]], scenes: Scenes, metrics: dic
     return "\n".join(lines)
 
 
+def support_markdown(supports: dict[str, dict[str, dict[str, list[float]]]]) -> str:
+    """The ERF / saliency-region table, or nothing."""
+    if not supports:
+        return ""
+    n = {name: sum(len(v) for v in s["erf_area"].values()) for name, s in supports.items()}
+    lines = [
+        "## What the units really use (DCNv2's views)",
+        "",
+        "Area in pixels, mean ± std over sampled top-layer units (up to 4 per region per scene; "
+        f"{', '.join(f'{k}: {v} units' for k, v in n.items())}). ERF area: pixels holding 90% of "
+        "|d response / d image|. Saliency region: the smallest square around the unit whose masked image keeps "
+        "the response within 10% (`viz.support`).",
+        "",
+        "| model | view | " + " | ".join(REGIONS) + " |",
+        "|---|---|" + "---|" * len(REGIONS),
+    ]
+    for name, s in supports.items():
+        for key, label in (("erf_area", "ERF area"), ("saliency_area", "saliency region")):
+            cells = []
+            for r in REGIONS:
+                v = torch.tensor(s[key][r], dtype=torch.float64)
+                cells.append(
+                    f"{float(v.mean()):.0f} ± {float(v.std()) if v.numel() > 1 else 0.0:.0f}" if v.numel() else "-"
+                )
+            lines.append(f"| `{name}` | {label} | " + " | ".join(cells) + " |")
+    lines.append("")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m viz.scene_report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -118,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", nargs="+", default=list(MODELS), help="scene checkpoints (shipped names or paths)")
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="folder with MNIST in torchvision's layout")
     p.add_argument("--scenes", type=int, default=500, help="how many of the fixed test scenes")
+    p.add_argument(
+        "--support-scenes", type=int, default=24, help="scenes for the ERF / saliency table (0: leave it out)"
+    )
     p.add_argument("--out", default=None, help="also write the Markdown here (e.g. docs/scene_adaptation.md)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
@@ -141,7 +178,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: collecting over {len(scenes)} scenes", file=sys.stderr)
         results[name] = collect(model, scenes, progress=not args.no_progress)
         metrics[name] = evaluate_scenes(model, scenes)
-    text = markdown(results, scenes, metrics, time.perf_counter() - start)
+    supports = {}
+    if args.support_scenes > 0:
+        n = min(args.support_scenes, len(scenes))
+        idx = range(n)
+        for name, model in models.items():
+            print(f"{name}: ERF and saliency regions over {n} scenes", file=sys.stderr)
+            supports[name] = support_by_region(
+                model,
+                scenes.images[:n],
+                [scenes.boxes[scenes.digits_of(i)] for i in idx],
+                [scenes.heights[scenes.digits_of(i)] for i in idx],
+            )
+    text = markdown(results, scenes, metrics, time.perf_counter() - start) + support_markdown(supports)
     print(text)
     if args.out:
         atomic_write_text(Path(args.out), text)

@@ -323,6 +323,7 @@ __all__ = [
     "point_attributions",
     "saliency_region",
     "square_masks",
+    "support_by_region",
     "unit_centre_pixel",
     "unit_support",
     "view_data",
@@ -348,4 +349,40 @@ def view_data(
         out["attributions"] = point_attributions(out["pts"], out["support"], out["cap"])
     if view == "saliency region":
         out["region"] = saliency_region(model, img, unit)
+    return out
+
+
+def support_by_region(
+    model: nn.Module,
+    images: Tensor,
+    boxes: list[Tensor],
+    heights: list[Tensor],
+    per_region: int = 4,
+    seed: int = 0,
+) -> dict[str, dict[str, list[float]]]:
+    """ERF area (pixels holding 90% of it) and saliency-region area of top-layer units, grouped
+    by where the unit lies (small / medium / large digit, background; ``viz.scene_stats``):
+    up to ``per_region`` units of each region per image, drawn with ``seed``.
+
+    Returns ``{"erf_area": {region: [...]}, "saliency_area": {region: [...]}}``.
+    """
+    from viz.scene_stats import REGIONS, unit_regions
+
+    gen = torch.Generator().manual_seed(seed)
+    out: dict[str, dict[str, list[float]]] = {
+        "erf_area": {r: [] for r in REGIONS},
+        "saliency_area": {r: [] for r in REGIONS},
+    }
+    for i in range(images.shape[0]):
+        cap = capture(model, images[i])
+        regions = unit_regions(cap, boxes[i], heights[i])
+        for k, name in enumerate(REGIONS):
+            cells = torch.nonzero(regions == k)
+            if cells.shape[0] == 0:
+                continue
+            pick = cells[torch.randperm(cells.shape[0], generator=gen)[:per_region]]
+            units = [(int(r), int(c)) for r, c in pick]
+            sup = unit_support(model, images[i], units)
+            out["erf_area"][name].extend(erf_area(sup.erf).float().tolist())
+            out["saliency_area"][name].extend(float(saliency_region(model, images[i], u).area) for u in units)
     return out
