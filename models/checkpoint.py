@@ -86,9 +86,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 def _families() -> dict[str, type[nn.Module]]:
     """Model family name (``config["family"]``) -> class with ``from_config``. Checkpoints written
     before families existed are digit classifiers."""
+    from models.roi_nets import RoiNet
     from models.scene_nets import SceneNet
 
-    return {MnistNet.family: MnistNet, SceneNet.family: SceneNet}
+    return {MnistNet.family: MnistNet, SceneNet.family: SceneNet, RoiNet.family: RoiNet}
 
 
 def model_from_config(config: dict[str, Any]) -> nn.Module:

@@ -122,6 +122,7 @@ def support_markdown(supports: dict[str, dict[str, dict[str, list[float]]]]) -> 
         return ""
     n = {name: sum(len(v) for v in s["erf_area"].values()) for name, s in supports.items()}
     lines = [
+        "",
         "## What the units really use (DCNv2's views)",
         "",
         "Area in pixels, mean ± std over sampled top-layer units (up to 4 per region per scene; "
