@@ -40,7 +40,7 @@ from viz.user_model import add_model_arguments, model_from_args
 
 st.set_page_config(page_title="deformscope", layout="wide")
 
-MODEL_PAIRS = {name: (desc, twin) for name, (twin, desc) in TWINS.items() if not name.startswith("scene_")}
+MODEL_PAIRS = {name: (desc, twin) for name, (twin, desc) in TWINS.items() if not name.startswith(("scene_", "roi_"))}
 CANVAS_KEY = "canvas"
 
 

@@ -16,6 +16,7 @@ from models.checkpoint import CHECKPOINT_DIR, CheckpointError, load_checkpoint
 TWINS: dict[str, tuple[str, str]] = {
     "scene_deform": ("scene_regular", "scenes: DCNv1, per-pixel digit classes on 64x64 canvases"),
     "scene_deform2": ("scene_regular", "scenes: DCNv2 (modulated), per-pixel digit classes on 64x64 canvases"),
+    "roi_deform": ("roi_regular", "RoI classification on scenes: deformable RoI pooling vs RoI Align"),
     "deform_rts": ("regular_rts", "digits: DCNv1, trained on rotated/translated/scaled digits"),
     "deform_plain": ("regular_plain", "digits: DCNv1, trained on plain digits"),
     "deform2_plain": ("regular_plain", "digits: DCNv2 (modulated), trained on plain digits"),
@@ -50,6 +51,16 @@ def _scene_row(path: Path, meta: dict) -> str:
     )
 
 
+def _roi_row(path: Path, meta: dict) -> str:
+    t, m = meta["train"], meta["test_metrics"]
+    ex, ji = m["exact"], m["jittered"]
+    return (
+        f"| `{path.name}` | {t['arch']} | {t['steps']} x {t['batch_size']}, jitter {t['jitter']:g} "
+        f"| {100 * ex['accuracy']:.2f}% | {100 * ji['accuracy']:.2f}% "
+        f"| {path.stat().st_size / 1e6:.2f} MB | `{meta['command']}` |"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m models.catalog", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -57,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("checkpoints", nargs="*", help="checkpoint files (default: checkpoints/*.pt)")
     args = p.parse_args(argv)
     paths = [Path(c) for c in args.checkpoints] or sorted(CHECKPOINT_DIR.glob("*.pt"))
-    digits, scenes = [], []
+    digits, scenes, rois = [], [], []
     status = 0
     for path in paths:
         try:
@@ -69,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         meta = model.checkpoint_meta
         if getattr(model, "family", "digits") == "scenes":
             scenes.append(_scene_row(path, meta))
+        elif getattr(model, "family", "digits") == "roi":
+            rois.append(_roi_row(path, meta))
         else:
             digits.append(_digit_row(path, meta))
     if scenes:
@@ -78,8 +91,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         print("|---|---|---|---|---|---|---|---|---|")
         print("\n".join(scenes))
+    if rois:
+        print(
+            "\n| checkpoint | pooling | training | accuracy, exact boxes | accuracy, jittered boxes | size | command |"
+        )
+        print("|---|---|---|---|---|---|---|")
+        print("\n".join(rois))
     if digits:
-        if scenes:
+        if scenes or rois:
             print()
         print(
             "| checkpoint | arch | training augmentation | epochs | test accuracy "

@@ -31,7 +31,12 @@ class RoiNet(nn.Module):
     family = "roi"
 
     def __init__(
-        self, arch: str, widths: tuple[int, ...] = DEFAULT_WIDTHS, hidden: int = 256, mean: float = 0.0, std: float = 1.0
+        self,
+        arch: str,
+        widths: tuple[int, ...] = DEFAULT_WIDTHS,
+        hidden: int = 256,
+        mean: float = 0.0,
+        std: float = 1.0,
     ) -> None:
         super().__init__()
         if arch not in POOL_ARCHS:
@@ -102,4 +107,13 @@ def jitter_boxes(boxes: Tensor, generator: torch.Generator, amount: float = 0.3)
     return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=1)
 
 
-__all__ = ["GAMMA", "POOL_ARCHS", "POOL_SIZE", "RoiNet", "SAMPLING_RATIO", "SPATIAL_SCALE", "jitter_boxes", "rois_from_boxes"]
+__all__ = [
+    "GAMMA",
+    "POOL_ARCHS",
+    "POOL_SIZE",
+    "RoiNet",
+    "SAMPLING_RATIO",
+    "SPATIAL_SCALE",
+    "jitter_boxes",
+    "rois_from_boxes",
+]

@@ -68,8 +68,9 @@ def bin_geometry(
     gamma: float = 0.1,
     aligned: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Where every (moved) bin lies, in feature-map coordinates (continuous; unit ``i`` spans
-    ``[i, i + 1)``): ``top``, ``left`` ``(R, ph, pw)`` and the bin height and width ``(R,)``."""
+    """Where every (moved) bin lies in roi_align's sampling frame (feature unit ``i`` centred at
+    ``i``; with ``aligned`` the box corner ``x1`` maps to ``x1 * spatial_scale - 0.5``): ``top``,
+    ``left`` ``(R, ph, pw)`` and the bin height and width ``(R,)``, in feature units."""
     ph, pw = pair(output_size)
     shift = 0.5 if aligned else 0.0
     x1, y1 = rois[:, 1] * spatial_scale - shift, rois[:, 2] * spatial_scale - shift

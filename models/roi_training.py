@@ -62,7 +62,9 @@ def new_model(config: RoiTrainConfig) -> RoiNet:
     return model
 
 
-def train_roi(config: RoiTrainConfig, digits: Tensor, labels: Tensor, progress: bool = True) -> tuple[RoiNet, dict[str, Any]]:
+def train_roi(
+    config: RoiTrainConfig, digits: Tensor, labels: Tensor, progress: bool = True
+) -> tuple[RoiNet, dict[str, Any]]:
     torch.manual_seed(config.seed)
     model = new_model(config)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -90,7 +92,9 @@ def train_roi(config: RoiTrainConfig, digits: Tensor, labels: Tensor, progress: 
             window, n = window + loss.item(), n + 1
             bar.update(1)
             if (step + 1) % 250 == 0 or step + 1 == config.steps:
-                log["checkpoints"].append({"step": step + 1, "loss": window / n, "seconds": time.perf_counter() - start})
+                log["checkpoints"].append(
+                    {"step": step + 1, "loss": window / n, "seconds": time.perf_counter() - start}
+                )
                 bar.set_postfix(loss=f"{window / n:.4f}")
                 window, n = 0.0, 0
     log["train_seconds"] = time.perf_counter() - start
@@ -136,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     threads = use_all_cpu_threads()
-    config = RoiTrainConfig(args.arch, args.steps, args.batch_size, args.lr, jitter=args.jitter, seed=args.seed, backbone=args.backbone)
+    config = RoiTrainConfig(
+        args.arch, args.steps, args.batch_size, args.lr, jitter=args.jitter, seed=args.seed, backbone=args.backbone
+    )
     try:
         train_split, test_split = load_mnist(args.data_dir, train=True), load_mnist(args.data_dir, train=False)
         new_model(config)  # fail early on a bad backbone

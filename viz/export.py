@@ -7,8 +7,9 @@
 
 Scene figures (dense models on the bundled test scenes): scene_receptive_field (the paper's
 Figure 6: background / small digit / large digit units, deformable vs regular twin),
-scene_dilation (effective dilation against digit size) and scene_support (DCNv2's views of
-those units: effective receptive field, effective sampling locations, saliency region).
+scene_dilation (effective dilation against digit size), scene_support (DCNv2's views of
+those units: effective receptive field, effective sampling locations, saliency region) and
+roi_bins (the paper's Figure 7: deformable RoI pooling's moved bins, exact and jittered boxes).
 Digit figures: receptive_field (the paper's figure on one digit), levels (9 -> 81 -> 729 points),
 offset_field (mean offsets per layer), adaptation (scaled and rotated digit, effective dilation
 vs scale), modulation (DCNv2 weights). No browser, GPU or download needed.
@@ -41,17 +42,19 @@ from viz.figures import (
     modulation_figure,
     offset_field_figure,
     receptive_field_figure,
+    roi_figure,
     scene_receptive_field_figure,
     support_figure,
     unit_points_figure,
 )
 from viz.render import FORMATS, render
+from viz.roi import roi_bins
 from viz.samples import load_samples, load_scene_samples
 from viz.scene_stats import pick_units
 from viz.support import point_attributions, saliency_region, unit_support
 from viz.user_model import add_model_arguments, model_from_args, prepare_for
 
-SCENE_FIGURES = ("scene_receptive_field", "scene_dilation", "scene_support")
+SCENE_FIGURES = ("scene_receptive_field", "scene_dilation", "scene_support", "roi_bins")
 DIGIT_FIGURES = ("receptive_field", "levels", "offset_field", "adaptation", "modulation")
 FIGURES = SCENE_FIGURES + DIGIT_FIGURES
 USER_FIGURES = ("model_points", "levels", "offset_field", "modulation")
@@ -160,7 +163,29 @@ def scene_builders(args: argparse.Namespace) -> dict[str, Callable[[], FigureSpe
                 )
         return replace(support_figure(rows), name="scene_support")
 
+    def roi() -> FigureSpec:
+        """Figure 7: the boxes of the first chosen scene, exact and jittered, deformable RoI pooling
+        beside the plain twin."""
+        from models.roi_nets import jitter_boxes
+
+        deform_roi, plain_roi = viz.load(args.roi_checkpoint), viz.load(twin_of(args.roi_checkpoint) or "roi_regular")
+        i = chosen[0]
+        jittered = jitter_boxes(boxes[i], torch.Generator().manual_seed(7))
+        rows = []
+        for k in range(boxes[i].shape[0]):
+            for how, bx in (("exact box", boxes[i][k]), ("jittered box", jittered[k])):
+                rows.append(
+                    {
+                        "title": f"digit {k + 1} ({int(heights[i][k])} px), {how}",
+                        "image": scenes.images[i, 0].numpy(),
+                        "deform": roi_bins(deform_roi, scenes.images[i], bx),
+                        "plain": roi_bins(plain_roi, scenes.images[i], bx),
+                    }
+                )
+        return roi_figure(rows)
+
     return {
+        "roi_bins": roi,
         "scene_support": support,
         "scene_receptive_field": receptive_field,
         "scene_dilation": lambda: dilation_vs_size_figure({names[0]: cap_d, names[1]: cap_r}, boxes, heights),
@@ -186,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--scene-regular", default=None, help="regular scene model (default: the twin of --scene-checkpoint)"
     )
+    p.add_argument("--roi-checkpoint", default="roi_deform", help="deformable RoI model for roi_bins (twin by name)")
     p.add_argument(
         "--scenes",
         nargs="+",

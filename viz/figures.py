@@ -668,3 +668,58 @@ def unit_view_figure(view: str, entries: list[dict], unit: tuple[int, int]) -> F
         "response within 10%",
     }[view]
     return FigureSpec("unit_view", f"Unit {unit}: {view}", how, panels, ncols=len(panels))
+
+
+def _rect_segments(rects: np.ndarray, label: str, color: str) -> Layer:
+    """Rectangles ``(M, 4)`` (x0, y0, x1, y1) as one segments layer."""
+    xs, ys, x2, y2 = [], [], [], []
+    for x0, y0, x1, y1 in rects:
+        cx, cy = [x0, x1, x1, x0], [y0, y0, y1, y1]
+        xs += cx
+        ys += cy
+        x2 += cx[1:] + cx[:1]
+        y2 += cy[1:] + cy[:1]
+    return Layer("segments", np.array(xs), np.array(ys), label, color, x2=np.array(x2), y2=np.array(y2))
+
+
+def roi_bins_panel(title: str, image: np.ndarray, bins, color: str = POINT_RED) -> Panel:
+    """One box on one scene: the box (green), its regular bins (grey), the moved bins and arrows
+    from each regular bin's centre to its moved centre (``bins``: :class:`viz.roi.RoiBins`)."""
+    x0, y0, x1, y1 = bins.box
+    box = np.array([[x0 - 0.5, y0 - 0.5, x1 - 0.5, y1 - 0.5]])
+    reg, mov = bins.regular.reshape(-1, 4).numpy(), bins.moved.reshape(-1, 4).numpy()
+    rc = np.stack([(reg[:, 0] + reg[:, 2]) / 2, (reg[:, 1] + reg[:, 3]) / 2], 1)
+    mc = np.stack([(mov[:, 0] + mov[:, 2]) / 2, (mov[:, 1] + mov[:, 3]) / 2], 1)
+    layers = [
+        _rect_segments(box, "box", UNIT_GREEN),
+        _rect_segments(reg, "regular bins", GRID_GREY),
+        _rect_segments(mov, "moved bins", color),
+        Layer("segments", rc[:, 0], rc[:, 1], "bin shift", color, x2=mc[:, 0], y2=mc[:, 1]),
+        Layer("points", mc[:, 0], mc[:, 1], "moved bin centres", color),
+    ]
+    h, w = image.shape
+    allx = np.concatenate([mov[:, [0, 2]].ravel(), box[:, [0, 2]].ravel(), [-0.5, w - 0.5]])
+    ally = np.concatenate([mov[:, [1, 3]].ravel(), box[:, [1, 3]].ravel(), [-0.5, h - 0.5]])
+    extent = (float(allx.min()), float(allx.max()), float(ally.max()), float(ally.min()))
+    return Panel(
+        f"{title}: predicts {bins.prediction} ({float(bins.probabilities.max()):.0%})", image, layers, extent=extent
+    )
+
+
+def roi_figure(rows: list[dict]) -> FigureSpec:
+    """The paper's Figure 7 on scenes: each row one box (``title``, ``image`` (H, W),
+    ``deform`` and ``plain`` :class:`viz.roi.RoiBins`); columns: the deformable pooling's moved
+    bins, the plain RoI Align twin."""
+    panels = []
+    for r in rows:
+        panels.append(roi_bins_panel(f"{r['title']}, deformable", r["image"], r["deform"]))
+        panels.append(roi_bins_panel(f"{r['title']}, RoI Align twin", r["image"], r["plain"], GRID_GREY))
+    return FigureSpec(
+        "roi_bins",
+        "Deformable RoI pooling: where the 3x3 bins move",
+        "Green: the box given to the model (exact, or jittered by up to 30% of its size); grey: its 3x3 regular bins; "
+        "red: the bins after the learned offsets (gamma 0.1 times the RoI size), lines from each regular bin centre to "
+        "its moved centre. After Dai et al., ICCV 2017, Fig. 7.",
+        panels,
+        ncols=2,
+    )
