@@ -18,9 +18,10 @@ import app_inputs as ia
 import viz
 from models.catalog import TWINS
 from models.scenes import BACKGROUND, rescale_digit, size_class
-from viz.figures import VIEWS, scene_receptive_field_figure, unit_points_figure, unit_view_figure
+from viz.figures import VIEWS, roi_figure, scene_receptive_field_figure, unit_points_figure, unit_view_figure
 from viz.preprocess import SCENE_SIZE, preprocess_scene
 from viz.render import plotly_figure
+from viz.roi import roi_bins
 from viz.samples import load_scene_samples
 from viz.scene_stats import ink_boxes, pick_units, unit_digits
 from viz.support import view_data
@@ -179,6 +180,39 @@ def views(a, models: tuple[nn.Module, nn.Module], names: tuple[str, str], unit, 
     return store[key]
 
 
+def roi_section(load_model, inp: SceneInput) -> None:
+    """Deformable RoI pooling on this scene: pick a digit's box, move or resize it, and see the
+    bins move and both poolings' predictions."""
+    st.subheader("Deformable RoI pooling: where the bins move")
+    if not len(inp.boxes):
+        st.caption("No digit boxes in this picture.")
+        return
+    try:
+        deform, plain = load_model("roi_deform"), load_model(TWINS["roi_deform"][0])
+    except viz.CheckpointError as exc:
+        st.warning(f"The RoI models could not be loaded: {exc}")
+        return
+    c1, c2, c3 = st.columns(3)
+    k = c1.selectbox("Box of digit", range(len(inp.boxes)), format_func=lambda i: f"digit {i + 1}", key="roi_digit")
+    shift = c2.slider("Shift the box (fraction of its size)", -0.5, 0.5, (0.0, 0.0), 0.05, key="roi_shift")
+    scale = c3.slider("Scale it", 0.5, 1.5, 1.0, 0.05, key="roi_scale")
+    x0, y0, x1, y1 = inp.boxes[int(k)].tolist()
+    w, h = x1 - x0, y1 - y0
+    cx, cy = (x0 + x1) / 2 + shift[0] * w, (y0 + y1) / 2 + shift[1] * h
+    box = (cx - scale * w / 2, cy - scale * h / 2, cx + scale * w / 2, cy + scale * h / 2)
+    bins_d, bins_p = roi_bins(deform, inp.image, box), roi_bins(plain, inp.image, box)
+    spec = roi_figure(
+        [{"title": f"digit {int(k) + 1}", "image": inp.image[0].numpy(), "deform": bins_d, "plain": bins_p}]
+    )
+    st.plotly_chart(plotly_figure(spec, interactive=True, height=360), key="roi_chart")
+    truth = "" if inp.labels[int(k)] is None else f" (true label {inp.labels[int(k)]})"
+    st.caption(
+        f"Deformable RoI pooling reads {bins_d.prediction}, plain RoI Align {bins_p.prediction}{truth}. "
+        "Grey: the box's 3x3 bins; red: where the learned offsets moved them (0.1 x the box size per unit offset). "
+        "The first shift slider moves the box sideways, the second down."
+    )
+
+
 def page(load_model, levels: int, method: str) -> None:
     """The scene mode, below the page title; ``load_model(name)`` is the app's cached loader."""
     with st.sidebar:
@@ -274,6 +308,7 @@ def page(load_model, levels: int, method: str) -> None:
         triplet = scene_receptive_field_figure(a.deform, None, [picks], method, names=(name, ""))
         if triplet.panels:
             st.plotly_chart(plotly_figure(triplet, interactive=True, height=330), key="scene_triplet")
+        roi_section(load_model, inp)
         st.caption(
             f"Server time for this update: {1e3 * (time.perf_counter() - t0):.0f} ms "
             f"(capture of both models {1e3 * a.seconds:.0f} ms when the scene changed)."

@@ -65,7 +65,37 @@ def main(argv: list[str] | None = None) -> int:
         (cf, cfb), (tf, tfb), (of, ofb) = med["regular conv"], med["torchvision deform"], med["ours deform"]
         print(f"  speed-up over torchvision: forward {tf / of:.1f}x, fwd+bwd {tfb / ofb:.1f}x")
         print(f"  cost vs regular conv:      forward {of / cf:.1f}x, fwd+bwd {ofb / cfb:.1f}x")
+    bench_roi(args.repeats)
     return 0
+
+
+def bench_roi(repeats: int) -> None:
+    """Deformable RoI pooling (ours, random offsets) against roi_align: 128 RoIs, 64 channels."""
+    from torchvision.ops import roi_align
+
+    from models.roi_pool import deform_roi_pool
+
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(8, 64, 32, 32, generator=g, requires_grad=True)
+    xy = torch.rand(128, 2, generator=g) * 100
+    wh = 8 + torch.rand(128, 2, generator=g) * 40
+    rois = torch.cat([torch.randint(0, 8, (128, 1), generator=g).float(), xy, (xy + wh).clamp(max=127)], dim=1)
+    off = (0.5 * torch.randn(128, 2, 3, 3, generator=g)).requires_grad_()
+    ops = {
+        "roi_align": lambda: roi_align(feats, rois, 3, 0.25, 2, True),
+        "ours deform_roi_pool": lambda: deform_roi_pool(feats, rois, off, 3, 0.25, 2, 0.1),
+    }
+    print("\nRoI pooling (128 RoIs, 64 channels, 8 maps of 32x32, 3x3 bins, sampling ratio 2)")
+    print(f"  {'op':<22}{'forward ms':>22}{'fwd+bwd ms':>26}")
+    med = {}
+    for name, op in ops.items():
+        with torch.no_grad():
+            f = time_runs(op, repeats * 4)
+        fb = time_runs(lambda op=op: op().sum().backward(), repeats * 4)
+        med[name] = (statistics.median(f), statistics.median(fb))
+        print(f"  {name:<22}{spread(f):>22}{spread(fb):>26}")
+    (rf, rfb), (of, ofb) = med["roi_align"], med["ours deform_roi_pool"]
+    print(f"  ours vs roi_align: forward {of / rf:.1f}x, fwd+bwd {ofb / rfb:.1f}x (target: within 3x)")
 
 
 if __name__ == "__main__":
