@@ -54,6 +54,13 @@ def cli_args() -> argparse.Namespace:
     """Options after ``--`` on the streamlit command line: only these may name user code."""
     p = argparse.ArgumentParser(prog="streamlit run app.py --")
     add_model_arguments(p)
+    p.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        help="a deformscope checkpoint of yours (python -m models.train): listed beside the shipped ones",
+    )
+    p.add_argument("--twin", default=None, help="its regular twin (default: the shipped regular model of its family)")
     return p.parse_known_args(sys.argv[1:])[0]
 
 
@@ -139,8 +146,30 @@ with st.sidebar:
         help="nearest: round (public MXNet-demo style); bilinear: interpolate offsets; exact: expand to the 4 neighbours with weights",
     )
 
+DEFAULT_TWINS = {"digits": "regular_plain", "scenes": "scene_regular"}
+
+
+def own_checkpoints() -> dict[str, dict[str, tuple[str, str]]]:
+    """The user's checkpoints named with ``--checkpoint``, by family: path -> (description, twin)."""
+    args = cli_args()
+    out: dict[str, dict[str, tuple[str, str]]] = {"digits": {}, "scenes": {}}
+    for path in args.checkpoint:
+        try:
+            model = load_model(path)
+        except viz.CheckpointError as exc:
+            st.sidebar.error(f"--checkpoint {path}: {exc}")
+            continue
+        family = getattr(model, "family", "digits")
+        if family not in out:
+            st.sidebar.error(f"--checkpoint {path}: a {family} model; the app shows digit and scene models")
+            continue
+        out[family][path] = (f"yours, {model.arch}", args.twin or DEFAULT_TWINS[family])
+    return out
+
+
+OWN = own_checkpoints()
 if mode == "Scenes":
-    app_scenes.page(load_model, levels, method)
+    app_scenes.page(load_model, levels, method, OWN["scenes"])
     st.stop()
 if mode == "Your model":
     try:
@@ -153,11 +182,12 @@ if mode == "Your model":
 
 with st.sidebar:
     st.header("Model")
-    ckpt = st.selectbox("Checkpoint", list(MODEL_PAIRS), format_func=lambda k: f"{k}: {MODEL_PAIRS[k][0]}")
+    pairs = MODEL_PAIRS | OWN["digits"]
+    ckpt = st.selectbox("Checkpoint", list(pairs), format_func=lambda k: f"{k}: {pairs[k][0]}")
 
 try:
     deform_model = load_model(ckpt)
-    regular_model = load_model(MODEL_PAIRS[ckpt][1])
+    regular_model = load_model(pairs[ckpt][1])
 except viz.CheckpointError as exc:
     st.error(f"Could not load the model: {exc}")
     st.stop()

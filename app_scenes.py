@@ -213,14 +213,16 @@ def roi_section(load_model, inp: SceneInput) -> None:
     )
 
 
-def page(load_model, levels: int, method: str) -> None:
-    """The scene mode, below the page title; ``load_model(name)`` is the app's cached loader."""
+def page(load_model, levels: int, method: str, own: dict[str, tuple[str, str]] | None = None) -> None:
+    """The scene mode, below the page title; ``load_model(name)`` is the app's cached loader;
+    ``own``: the user's scene checkpoints from the command line, path -> (description, twin)."""
+    choices = {name: (desc, TWINS[name][0]) for name, desc in SCENE_MODELS.items()} | (own or {})
     with st.sidebar:
         name = st.selectbox(
-            "Scene model", list(SCENE_MODELS), format_func=lambda k: f"{k}: {SCENE_MODELS[k]}", key="scene_model"
+            "Scene model", list(choices), format_func=lambda k: f"{k}: {choices[k][0]}", key="scene_model"
         )
         overlay = st.toggle("Segmentation overlay", value=True, key="scene_overlay")
-    twin = TWINS[name][0]
+    twin = choices[name][1]
     try:
         deform, regular = load_model(name), load_model(twin)
     except viz.CheckpointError as exc:

@@ -56,3 +56,22 @@ def test_without_model_the_mode_is_not_offered(monkeypatch):
 def test_bad_model_options_are_explained(monkeypatch, bad):
     at = _run(monkeypatch, bad)
     assert at.error and "Could not use your model" in at.error[0].value
+
+
+def test_own_checkpoints_from_the_command_line_are_listed_beside_the_shipped_ones(monkeypatch, tmp_path):
+    import shutil
+
+    digit, scene = tmp_path / "my_digits.pt", tmp_path / "my_scenes.pt"
+    shutil.copy(REPO / "checkpoints" / "deform_plain.pt", digit)
+    shutil.copy(REPO / "checkpoints" / "scene_deform2.pt", scene)
+    at = _run(monkeypatch, ["--checkpoint", str(digit), "--checkpoint", str(scene), "--checkpoint", "nope.pt"])
+    assert f"{scene}: yours, deform2" in at.selectbox(key="scene_model").options  # options show the labels
+    at.selectbox(key="scene_model").set_value(str(scene)).run()
+    assert not at.exception
+    assert any("nope.pt" in e.value for e in at.error)  # a bad one is named, the page still works
+    at.radio(key="mode").set_value("Single digit").run()
+    box = next(s for s in at.selectbox if s.label == "Checkpoint")
+    assert f"{digit}: yours, deform" in box.options
+    box.set_value(str(digit)).run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert next(m.value for m in at.metric if m.label == "Deformable predicts") == "2"  # sample 1, a 2
