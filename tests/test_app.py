@@ -190,5 +190,5 @@ def test_digit_mode_views_of_a_unit():
     at.radio(key="digit_view").set_value(VIEWS[1]).run()
     assert not at.exception, [e.message for e in at.exception]
     spec = json.loads(at.get("plotly_chart")[1].proto.spec)
-    assert sum("ERF (90% on" in a["text"] for a in spec["layout"]["annotations"]) == 2
+    assert sum("ERF, 90% on" in a["text"] for a in spec["layout"]["annotations"]) == 2
     assert sum(t["type"] == "heatmap" for t in spec["data"]) == 2  # deformable and twin

@@ -152,7 +152,7 @@ def scene_builders(args: argparse.Namespace) -> dict[str, Callable[[], FigureSpe
                 pts = viz.backproject(cap, unit)
                 rows.append(
                     {
-                        "title": f"{name}, {what}" + ("" if what == "background" else " digit"),
+                        "title": f"{'deformable' if model is deform else 'twin'}, {what}",
                         "cap": cap,
                         "unit": unit,
                         "support": sup,

@@ -565,24 +565,26 @@ def box_layer(box: tuple[int, int, int, int], label: str, color: str = UNIT_GREE
     return Layer("segments", xs, ys, label, color, x2=np.roll(xs, -1), y2=np.roll(ys, -1))
 
 
-def esl_layer(pts: Points, attributions: Tensor, level: int | None = None) -> Layer:
+def esl_layer(pts: Points, attributions: Tensor, level: int | None = None) -> tuple[Layer, int]:
     """Effective sampling locations: the level's points sized and shaded by ``|attribution|``
-    (normalised to the level's largest), so the few samples that matter stand out."""
+    (normalised to the level's largest), so the few samples that matter stand out. Also returns
+    how many of the largest carry half of the total."""
     level = level or pts.levels
     sel = pts.where(level=level, unit=0)
     a = attributions[sel[pts.where(unit=0)]].abs().numpy()
     rel = a / max(float(a.max()), 1e-12)
     share = np.sort(rel)[::-1]
     top = int(np.searchsorted(np.cumsum(share) / max(share.sum(), 1e-12), 0.5) + 1)
-    return Layer(
+    layer = Layer(
         "points",
         pts.x[sel].numpy(),
         pts.y[sel].numpy(),
-        f"{int(sel.sum())} samples sized by |gradient x value|; {top} hold half the total",
+        "samples sized by |gradient x value|",
         POINT_RED,
         sizes=2 + 40 * rel,
         alphas=np.clip(rel, 0.08, 1.0),
     )
+    return layer, top
 
 
 def support_panel(
@@ -601,22 +603,27 @@ def support_panel(
     from viz.support import unit_centre_pixel
 
     cy, cx = unit_centre_pixel(cap, unit)
-    mark = Layer("unit", np.array([cx]), np.array([cy]), f"unit {unit}", UNIT_GREEN)
+    mark = Layer("unit", np.array([cx]), np.array([cy]), "the unit", UNIT_GREEN)
     if view == "effective receptive field":
         erf = support.erf_normalised()[0].numpy()
         from viz.support import erf_area
 
         area = int(erf_area(support.erf)[0])
         return Panel(
-            f"{title}: ERF (90% on {area} px)", None, [mark], heat=erf, heat_title="|d response / d pixel| (max 1)",
+            f"{title}: ERF, 90% on {area} px", None, [mark], heat=erf, heat_title="|d response / d pixel| (max 1)",
             extent=_extent(cap),
         )  # fmt: skip
     if view == "effective sampling locations":
-        layer = esl_layer(pts, attributions)
-        return image_panel(f"{title}: ESL", cap, image, [layer, mark])
+        layer, top = esl_layer(pts, attributions)
+        return image_panel(f"{title}: ESL, {top}/{len(layer.x)} hold half", cap, image, [layer, mark])
     if view == "saliency region":
-        label = f"{region.area} px: response within {100 * region.tol:.0f}% ({100 * region.error:.1f}%)"
-        return image_panel(f"{title}: saliency", cap, image, [box_layer(region.box, label, POINT_RED), mark])
+        label = f"saliency region (response within {100 * region.tol:.0f}%)"
+        return image_panel(
+            f"{title}: saliency {region.area} px",
+            cap,
+            image,
+            [box_layer(region.box, label, POINT_RED), mark],
+        )
     raise ValueError(f"view must be one of {VIEWS[1:]}, got {view!r}")
 
 

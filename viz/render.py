@@ -122,14 +122,31 @@ def render_matplotlib(
     fig, axes = plt.subplots(
         nrows, ncols, figsize=(panel_inches * ncols, panel_inches * nrows + 1.0), squeeze=False, layout="constrained"
     )
+    labels_all = {layer.label for p in spec.panels for layer in p.layers}
+    images = any(p.image is not None or p.heat is not None for p in spec.panels) and len(labels_all) <= 8
     for i, (ax, panel) in enumerate(zip(axes.flat, spec.panels, strict=False)):
-        # one legend per distinct set of labels keeps panels readable
+        # one legend per distinct set of labels keeps panels readable; over images, one legend for
+        # the whole figure above the panels instead, so that it never hides the image or the points
         labels = tuple(layer.label for layer in panel.layers)
         earlier = {tuple(layer.label for layer in p.layers) for p in spec.panels[:i]}
-        _mpl_panel(ax, panel, legend=labels not in earlier)
+        _mpl_panel(ax, panel, legend=labels not in earlier and not images)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
-    fig.suptitle(spec.title, fontsize=12)
+    legend_shown = False
+    if images:
+        entries: dict[str, object] = {}
+        for ax in list(axes.flat)[:n]:
+            for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+                if label and not label.startswith("_"):
+                    entries.setdefault(label, handle)
+        if entries:
+            fig.legend(
+                list(entries.values()), list(entries), loc="outside upper center", ncols=min(4, len(entries)),
+                fontsize=7, frameon=False, title=spec.title, title_fontsize=12,
+            )  # fmt: skip
+            legend_shown = True  # the title heads the legend: a suptitle would collide with it
+    if not legend_shown:
+        fig.suptitle(spec.title, fontsize=12)
     fig.supxlabel(_wrap(spec.caption, int(15 * panel_inches * ncols)), fontsize=7.5)
     metadata = {"Software": None} if fmt == "png" else {"Date": None, "Creator": None}
     atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi, metadata=metadata))
