@@ -70,6 +70,14 @@ def main(argv: list[str] | None = None) -> int:
             scenes = test_scenes(test.images, test.labels, count=args.test_scenes)
             print(f"{path}\tscenes\t{format_metrics(evaluate_scenes(model, scenes))}")
             continue
+        if getattr(model, "family", "digits") == "roi":
+            from models.roi_training import roi_accuracy
+            from models.scene_training import test_scenes
+
+            scenes = test_scenes(test.images, test.labels, count=args.test_scenes)
+            exact, jittered = roi_accuracy(model, scenes), roi_accuracy(model, scenes, 0.3)
+            print(f"{path}\troi\texact boxes {exact['accuracy']:.4f}\tjittered boxes {jittered['accuracy']:.4f}")
+            continue
         for a in args.augment:
             acc = accuracy(model, test, a, args.seed)
             print(f"{path}\t{a}\t{acc:.4f}\t({describe(a)}; {test.description})")

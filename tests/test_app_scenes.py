@@ -132,3 +132,13 @@ def test_every_view_of_a_unit_shows_for_both_models():
         assert titles.count(short) == 2, titles  # the deformable model and its twin
     # the saliency panels name the region's area, for the deformable model and for the twin
     assert len(re.findall(r": saliency \d+ px", _chart_titles(at))) == 2
+
+
+def test_roi_pooling_section_moves_the_box_and_reads_the_digit():
+    at = _run()
+    text = _captions(at)
+    assert "Deformable RoI pooling reads" in text and "plain RoI Align" in text
+    at.slider(key="roi_shift_x").set_value(0.3).run()
+    at.slider(key="roi_scale").set_value(1.3).run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert "Deformable RoI pooling reads" in _captions(at)

@@ -143,7 +143,7 @@ def scene_builders(args: argparse.Namespace) -> dict[str, Callable[[], FigureSpe
         i = chosen[0]
         picks = pick_units(cap_d.select([i]), boxes[i], heights[i])
         rows = []
-        for model, cap, name in ((deform, cap_d.select([i]), names[0]), (regular, cap_r.select([i]), names[1])):
+        for model, cap, name in ((deform, cap_d.select([i]), "deformable"), (regular, cap_r.select([i]), "twin")):
             for what in ("background", "small", "large"):
                 unit = picks.get(what)
                 if unit is None:
@@ -152,7 +152,7 @@ def scene_builders(args: argparse.Namespace) -> dict[str, Callable[[], FigureSpe
                 pts = viz.backproject(cap, unit)
                 rows.append(
                     {
-                        "title": f"{'deformable' if model is deform else 'twin'}, {what}",
+                        "title": f"{name}, {what}",
                         "cap": cap,
                         "unit": unit,
                         "support": sup,
@@ -173,10 +173,10 @@ def scene_builders(args: argparse.Namespace) -> dict[str, Callable[[], FigureSpe
         jittered = jitter_boxes(boxes[i], torch.Generator().manual_seed(7))
         rows = []
         for k in range(boxes[i].shape[0]):
-            for how, bx in (("exact box", boxes[i][k]), ("jittered box", jittered[k])):
+            for how, bx in (("exact", boxes[i][k]), ("jittered", jittered[k])):
                 rows.append(
                     {
-                        "title": f"digit {k + 1} ({int(heights[i][k])} px), {how}",
+                        "title": f"{int(heights[i][k])} px digit, {how}",
                         "image": scenes.images[i, 0].numpy(),
                         "deform": roi_bins(deform_roi, scenes.images[i], bx),
                         "plain": roi_bins(plain_roi, scenes.images[i], bx),

@@ -708,9 +708,7 @@ def roi_bins_panel(title: str, image: np.ndarray, bins, color: str = POINT_RED) 
     allx = np.concatenate([mov[:, [0, 2]].ravel(), box[:, [0, 2]].ravel(), [-0.5, w - 0.5]])
     ally = np.concatenate([mov[:, [1, 3]].ravel(), box[:, [1, 3]].ravel(), [-0.5, h - 0.5]])
     extent = (float(allx.min()), float(allx.max()), float(ally.max()), float(ally.min()))
-    return Panel(
-        f"{title}: predicts {bins.prediction} ({float(bins.probabilities.max()):.0%})", image, layers, extent=extent
-    )
+    return Panel(f"{title}: reads {bins.prediction}", image, layers, extent=extent)
 
 
 def roi_figure(rows: list[dict]) -> FigureSpec:
@@ -720,7 +718,7 @@ def roi_figure(rows: list[dict]) -> FigureSpec:
     panels = []
     for r in rows:
         panels.append(roi_bins_panel(f"{r['title']}, deformable", r["image"], r["deform"]))
-        panels.append(roi_bins_panel(f"{r['title']}, RoI Align twin", r["image"], r["plain"], GRID_GREY))
+        panels.append(roi_bins_panel(f"{r['title']}, RoI Align", r["image"], r["plain"], GRID_GREY))
     return FigureSpec(
         "roi_bins",
         "Deformable RoI pooling: where the 3x3 bins move",
