@@ -192,10 +192,13 @@ def roi_section(load_model, inp: SceneInput) -> None:
     except viz.CheckpointError as exc:
         st.warning(f"The RoI models could not be loaded: {exc}")
         return
-    c1, c2, c3 = st.columns(3)
+    c1, c2, c3, c4 = st.columns(4)
     k = c1.selectbox("Box of digit", range(len(inp.boxes)), format_func=lambda i: f"digit {i + 1}", key="roi_digit")
-    shift = c2.slider("Shift the box (fraction of its size)", -0.5, 0.5, (0.0, 0.0), 0.05, key="roi_shift")
-    scale = c3.slider("Scale it", 0.5, 1.5, 1.0, 0.05, key="roi_scale")
+    shift = (
+        c2.slider("Move right (x its width)", -0.5, 0.5, 0.0, 0.05, key="roi_shift_x"),
+        c3.slider("Move down (x its height)", -0.5, 0.5, 0.0, 0.05, key="roi_shift_y"),
+    )
+    scale = c4.slider("Scale", 0.5, 1.5, 1.0, 0.05, key="roi_scale")
     x0, y0, x1, y1 = inp.boxes[int(k)].tolist()
     w, h = x1 - x0, y1 - y0
     cx, cy = (x0 + x1) / 2 + shift[0] * w, (y0 + y1) / 2 + shift[1] * h
@@ -209,7 +212,7 @@ def roi_section(load_model, inp: SceneInput) -> None:
     st.caption(
         f"Deformable RoI pooling reads {bins_d.prediction}, plain RoI Align {bins_p.prediction}{truth}. "
         "Grey: the box's 3x3 bins; red: where the learned offsets moved them (0.1 x the box size per unit offset). "
-        "The first shift slider moves the box sideways, the second down."
+        "Move or scale the box to see the bins go back to the digit."
     )
 
 
