@@ -18,6 +18,7 @@ import app_inputs as ia
 import app_scenes
 import app_user
 import viz
+from app_canvas import drawn_image
 from models.catalog import TWINS
 from models.discovery import DiscoveryError
 from viz.figures import (
@@ -76,23 +77,22 @@ def samples():
 
 
 def read_canvas():
-    """The drawing canvas; returns an image or None. Failure to load the component is reported."""
+    """The drawing canvas (kept across input switches); returns an image or None. Failure to
+    load the component is reported."""
     try:
-        from streamlit_drawable_canvas import st_canvas
+        return drawn_image(
+            CANVAS_KEY,
+            stroke_width=22,
+            stroke_color="#FFFFFF",
+            background_color="#000000",
+            height=280,
+            width=280,
+            drawing_mode="freedraw",
+            return_image_data=True,
+        )
     except Exception as exc:  # the component could not be registered
         st.warning(f"The drawing canvas is unavailable here ({exc}). Upload an image or pick a sample instead.")
         return None
-    result = st_canvas(
-        stroke_width=22,
-        stroke_color="#FFFFFF",
-        background_color="#000000",
-        height=280,
-        width=280,
-        drawing_mode="freedraw",
-        return_image_data=True,
-        key=CANVAS_KEY,
-    )
-    return ia.canvas_image(result._image_data_url)
 
 
 def memo(name: str, params: tuple, build):

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 import app_inputs as ia
 import viz
+from app_canvas import drawn_image
 from models.catalog import TWINS
 from models.scenes import BACKGROUND, rescale_digit, size_class
 from viz.figures import VIEWS, roi_figure, scene_receptive_field_figure, unit_points_figure, unit_view_figure
@@ -90,24 +91,22 @@ def _bundled_input() -> SceneInput | None:
 
 
 def _drawn_input() -> SceneInput | None:
+    st.caption("Draw several digits of different sizes (white on black).")
+    width = st.slider("Pen width", 4, 20, 9, key="scene_pen")
     try:
-        from streamlit_drawable_canvas import st_canvas
+        raw = drawn_image(
+            "scene_canvas",
+            stroke_width=width,
+            stroke_color="#FFFFFF",
+            background_color="#000000",
+            height=CANVAS_SIDE,
+            width=CANVAS_SIDE,
+            drawing_mode="freedraw",
+            return_image_data=True,
+        )
     except Exception as exc:  # the component could not be registered
         st.warning(f"The drawing canvas is unavailable here ({exc}). Pick a test scene or upload an image.")
         return None
-    st.caption("Draw several digits of different sizes (white on black).")
-    width = st.slider("Pen width", 4, 20, 9, key="scene_pen")
-    result = st_canvas(
-        stroke_width=width,
-        stroke_color="#FFFFFF",
-        background_color="#000000",
-        height=CANVAS_SIDE,
-        width=CANVAS_SIDE,
-        drawing_mode="freedraw",
-        return_image_data=True,
-        key="scene_canvas",
-    )
-    raw = ia.canvas_image(result._image_data_url)
     if raw is None:
         st.info("The canvas is empty: draw a few digits, some small and some large.")
         return None

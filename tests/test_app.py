@@ -192,3 +192,25 @@ def test_digit_mode_views_of_a_unit():
     spec = json.loads(at.get("plotly_chart")[1].proto.spec)
     assert sum("ERF, 90% on" in a["text"] for a in spec["layout"]["annotations"]) == 2
     assert sum(t["type"] == "heatmap" for t in spec["data"]) == 2  # deformable and twin
+
+
+def test_switching_input_source_and_back_keeps_the_drawing():
+    at = _run()
+    at.radio(key="source").set_value("Draw").run()
+    rgba = Image.new("RGBA", (280, 280), (0, 0, 0, 255))
+    ImageDraw.Draw(rgba).line([(60, 50), (200, 50), (110, 240)], fill=(255, 255, 255, 255), width=22)
+    url = "data:image/png;base64," + base64.b64encode(_png(rgba)).decode()
+    at.session_state["canvas"] = {
+        "drawing": {"raw": {"objects": [{"type": "path"}]}, "data": url},
+        "backgroundFit": None,
+    }
+    at.run()
+    assert _metric(at, "Deformable predicts") == "7"
+    at.radio(key="source").set_value("Sample digit").run()
+    assert _metric(at, "Deformable predicts") == "2"
+    if "canvas" in at.session_state:  # what the browser does: the unmounted component's value is gone
+        del at.session_state["canvas"]
+    at.radio(key="source").set_value("Draw").run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert not any("canvas is empty" in i.value for i in at.info)
+    assert _metric(at, "Deformable predicts") == "7"  # the drawing came back
