@@ -17,9 +17,10 @@ import torch
 import app_inputs as ia
 import viz
 from models.discovery import DiscoveredModel
-from viz.figures import count_note, levels_figure, offset_field_figure, unit_points_figure
+from viz.figures import VIEWS, count_note, levels_figure, offset_field_figure, unit_points_figure, unit_view_figure
 from viz.render import plotly_figure
 from viz.samples import load_samples
+from viz.support import view_data
 
 NAMES = ("your model", "same layers, offsets zero")
 
@@ -86,11 +87,23 @@ def page(model: DiscoveredModel, levels: int, method: str) -> None:
     with right:
         tab_points, tab_levels, tab_offsets = st.tabs(["Sampling points", "Level by level", "Offset field"])
         with tab_points:
-            fig = plotly_figure(
-                unit_points_figure(cap, flat, unit, levels, method, overlay=False, names=NAMES),
-                interactive=True,
-                height=520,
+            view = st.radio(
+                "View",
+                VIEWS,
+                horizontal=True,
+                key="user_view",
+                help="Where the layers sample, or what the unit really uses (DCNv2's views).",
             )
+            if view == VIEWS[0]:
+                spec = unit_points_figure(cap, flat, unit, levels, method, overlay=False, names=NAMES)
+            else:
+                store = st.session_state.setdefault("user_views", {})
+                vkey = (key, unit, view, method)
+                if vkey not in store:
+                    store.clear()  # one at a time per session: memory stays bounded
+                    store[vkey] = [{**view_data(model, cap, unit, view, method), "title": NAMES[0]}]
+                spec = unit_view_figure(view, store[vkey], unit)
+            fig = plotly_figure(spec, interactive=True, height=520)
             event = st.plotly_chart(fig, key="user_points_chart", on_select="rerun", selection_mode="points")
             clicked = ia.new_click(event, st.session_state, "user_last_click")
             if clicked is not None and clicked != unit:

@@ -9,6 +9,7 @@ from streamlit.testing.v1 import AppTest
 
 import viz
 from tests.conftest import REPO
+from viz.figures import VIEWS
 from viz.samples import load_samples
 
 APP = str(REPO / "app.py")
@@ -39,6 +40,9 @@ def test_the_example_model_opens_in_its_own_mode_with_points_and_prediction(monk
     assert "Unit (3, 7): 729 sampling points" in _captions(at)
     at.number_input(key="user_sample").set_value(0).run()  # a new digit starts at the centre unit
     assert "Unit (7, 7)" in _captions(at)
+    for view in VIEWS[1:]:  # DCNv2's views work on a discovered torchvision model too
+        at.radio(key="user_view").set_value(view).run()
+        assert not at.exception, [e.message for e in at.exception]
 
 
 def test_a_model_that_cannot_be_back_projected_gets_a_message_not_a_traceback(monkeypatch):
