@@ -21,8 +21,9 @@ sampled value (channel ``g * kh * kw + k``). Input channels are split into ``off
 contiguous blocks that share an offset field.
 
 How it is fast on CPU: the ``kh * kw`` shifted grids are sampled in one ``grid_sample`` call,
-giving an im2col matrix, followed by one batched matmul with the weights. Both have efficient
-CPU kernels for forward and backward, unlike torchvision's per-point CPU loop.
+giving an im2col matrix already in the layout the weights need, followed by one batched matmul
+with the weights (no layout copy). Both have efficient CPU kernels for forward and backward,
+unlike torchvision's per-point CPU loop.
 """
 
 from __future__ import annotations
@@ -92,13 +93,37 @@ def deform_conv2d(
         if mask.shape != (n, g * k, ho, wo):
             raise ValueError(f"mask shape {tuple(mask.shape)}, expected {(n, g * k, ho, wo)}")
         cols = cols * mask.view(n, g, 1, k, ho, wo)
-    # (N, C_in, K, Ho, Wo) viewed as (N, C_in * K, Ho, Wo) is the im2col matrix with rows in
-    # weight.view(C_out, C_in/groups * K) order, so a 1x1 convolution finishes the job without
-    # any copy, and with oneDNN's fast kernels forward and backward.
-    cols = cols.view(n, c_in * k, ho, wo).contiguous(memory_format=torch.channels_last)
-    w1x1 = weight.reshape(c_out, c_in_per_group * k, 1, 1)
-    out = F.conv2d(cols, w1x1, bias, groups=groups)
+    # (N, C_in, K, Ho, Wo) viewed as (N, groups, C_in/groups * K, Ho * Wo) is the im2col matrix
+    # with rows in weight.view(C_out, C_in/groups * K) order, already contiguous: one batched
+    # matmul with the shared weights finishes the job without any layout copy.
+    cols = cols.view(n, groups, c_in_per_group * k, ho * wo)
+    out = _SharedWeightMatmul.apply(weight.reshape(groups, c_out // groups, c_in_per_group * k), cols)
+    out = out.view(n, c_out, ho, wo)
+    if bias is not None:
+        out = out + bias.view(1, -1, 1, 1)
     return out
+
+
+class _SharedWeightMatmul(torch.autograd.Function):
+    """``out[n, g] = w[g] @ cols[n, g]``: one weight matrix per group for the whole batch.
+
+    ``torch.matmul`` broadcasts the weight, and autograd would then form the weight gradient as
+    a batch of per-image products reduced afterwards; here it is one contraction over the batch
+    and the columns instead. Shapes: ``w`` ``(G, O, CK)``, ``cols`` ``(N, G, CK, P)``, out
+    ``(N, G, O, P)``.
+    """
+
+    @staticmethod
+    def forward(ctx, w: Tensor, cols: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(w, cols)
+        return torch.matmul(w, cols)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None]:  # type: ignore[override]
+        w, cols = ctx.saved_tensors
+        grad_cols = torch.matmul(w.transpose(1, 2), grad_out) if ctx.needs_input_grad[1] else None
+        grad_w = torch.einsum("ngop,ngkp->gok", grad_out, cols) if ctx.needs_input_grad[0] else None
+        return grad_w, grad_cols
 
 
 class DeformConv2d(nn.Module):

@@ -112,3 +112,22 @@ def test_bad_offset_shape_is_a_clear_error():
     x = torch.randn(1, 2, 6, 6)
     with pytest.raises(ValueError, match="offset shape"):
         deform_conv2d(x, torch.zeros(1, 18, 5, 5), torch.randn(3, 2, 3, 3), padding=1)
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_gradcheck_and_double_backward_float64(groups):
+    from models.deform_conv import deform_conv2d as ours
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, 5, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 4 // groups, 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, generator=g, dtype=torch.float64, requires_grad=True)
+    # offsets away from integers: bilinear reading is not differentiable exactly at unit positions
+    off = (0.3 + 0.9 * torch.rand(2, 18, 3, 3, generator=g, dtype=torch.float64)).requires_grad_(True)
+    mask = torch.rand(2, 9, 3, 3, generator=g, dtype=torch.float64).requires_grad_(True)
+
+    def f(x, off, w, b, mask):
+        return ours(x, off, w, b, stride=2, padding=1, mask=mask)
+
+    assert torch.autograd.gradcheck(f, (x, off, w, b, mask), eps=1e-6, atol=1e-5)
+    assert torch.autograd.gradgradcheck(lambda x, w: f(x, off, w, b, mask), (x, w), eps=1e-6, atol=1e-5)
