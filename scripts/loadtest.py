@@ -156,7 +156,17 @@ def _same(shown: list[list[float]] | None, expected: list[tuple[float, float]]) 
     )
 
 
-async def session(browser, url: str, s: int, deadline: float, updates: int, truth: Expected, report: Report, pid):
+async def session(
+    browser,
+    url: str,
+    s: int,
+    deadline: float,
+    updates: int,
+    truth: Expected,
+    report: Report,
+    pid,
+    verbose: bool = False,
+):
     from playwright.async_api import expect
 
     context = await browser.new_context(viewport={"width": 1400, "height": 1100})
@@ -199,6 +209,8 @@ async def session(browser, url: str, s: int, deadline: float, updates: int, trut
                     await _idle(page)
             await _idle(page)
             report.latencies.append(time.perf_counter() - t0)
+            if verbose:
+                print(f"session {s}, update {i + 1}: {report.latencies[-1]:.1f} s", flush=True)
             metric = page.locator('[data-testid="stMetric"]').filter(has_text="Deformable predicts")
             found = re.search(r"predicts\s+(\d)\b", await metric.inner_text())
             shown_pred = found.group(1) if found else ""
@@ -225,7 +237,7 @@ async def session(browser, url: str, s: int, deadline: float, updates: int, trut
         await context.close()
 
 
-async def run(url: str, sessions: int, seconds: float, updates: int, pid: int | None) -> Report:
+async def run(url: str, sessions: int, seconds: float, updates: int, pid: int | None, verbose: bool = False) -> Report:
     from playwright.async_api import async_playwright
 
     truth = Expected()
@@ -236,7 +248,7 @@ async def run(url: str, sessions: int, seconds: float, updates: int, pid: int | 
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
         deadline = time.perf_counter() + (seconds if updates <= 0 else 10**9)
         await asyncio.gather(
-            *(session(browser, url, s, deadline, updates, truth, report, pid) for s in range(sessions))
+            *(session(browser, url, s, deadline, updates, truth, report, pid, verbose) for s in range(sessions))
         )
         await browser.close()
     if pid is not None:
@@ -252,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=60, help="how long each session keeps updating")
     p.add_argument("--updates", type=int, default=0, help="stop each session after this many updates instead")
     p.add_argument("--url", default=None, help="an app already running (default: start one)")
+    p.add_argument("--verbose", action="store_true", help="print every update's latency as it happens")
     args = p.parse_args(argv)
     if not os.path.exists(CHROMIUM):
         print(f"error: no chromium at {CHROMIUM} (apt-get install chromium)", file=sys.stderr)
@@ -261,7 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     if url is None:
         proc, url = start_server()
     try:
-        report = asyncio.run(run(url, args.sessions, args.seconds, args.updates, proc.pid if proc else None))
+        report = asyncio.run(
+            run(url, args.sessions, args.seconds, args.updates, proc.pid if proc else None, args.verbose)
+        )
     finally:
         if proc is not None:
             proc.terminate()
