@@ -202,6 +202,11 @@ async def session(
                 chart = charts.first
                 await chart.evaluate(PLOTTED)  # the element can exist before Plotly has drawn into it
                 x, y = await chart.evaluate(UNIT_TO_PAGE, [2 * col + 0.5, 2 * row + 0.5])
+                # Plotly reports a click on the point it last hovered, and computes hovers on the
+                # next animation frame after a mouse move: move first and let it hover, as a person
+                # does, or the click can come before the hover and select nothing
+                await page.mouse.move(x, y, steps=2)
+                await page.wait_for_timeout(150)
                 await page.mouse.click(x, y)
                 try:
                     await expect(page.get_by_text(f"Unit ({row}, {col}): 729 sampling points")).to_be_visible(
