@@ -1,34 +1,99 @@
-"""Benchmark: regular conv vs torchvision's deformable op vs ours, forward and forward+backward.
+"""Benchmark: regular conv vs torchvision's deformable op vs ours; training steps; RoI pooling.
 
-    python -m models.bench [--repeats 5]
+    python -m models.bench [--repeats 5] [--device auto|cpu|cuda] [--no-train]
 
-Prints min / median / max wall times of each and the ratios of medians, measured in the same run.
+For each op: min / median / max wall times of the forward and of forward+backward, the ratios of
+medians measured in the same run, and the peak memory of one forward+backward above what its
+inputs already hold (CPU: the process's peak resident memory, reset before each op through
+/proc/self/clear_refs, with glibc told to hand large blocks back; CUDA: torch's peak allocated
+memory). Then the time of a training step of the digit classifiers (DCNv1, DCNv2, regular, batch
+128, 28x28) and what that makes an epoch of 10,000 digits; then deformable RoI pooling against
+roi_align. On CUDA, ours and torchvision's compiled op are both timed, and the layer uses the
+faster one (models.deform_conv.CUDA_IMPL).
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import statistics
+import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torchvision.ops import deform_conv2d as tv_deform_conv2d
 
 from models.deform_conv import deform_conv2d
-from models.runtime import spread, time_runs, use_all_cpu_threads
+from models.runtime import (
+    add_device_argument,
+    describe_device,
+    resolve_device,
+    spread,
+    synchronize,
+    time_runs,
+    use_all_cpu_threads,
+)
 
 SHAPES = {
     "mnist (N=128, 32->64, 14x14)": (128, 32, 64, 14),
     "larger (N=32, 64->128, 28x28)": (32, 64, 128, 28),
 }
+EPOCH_DIGITS = 10_000  # the training split shipped in ../shared
 
 
-def bench_shape(n: int, cin: int, cout: int, size: int, repeats: int) -> dict[str, tuple[list[float], list[float]]]:
+def _rss_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise OSError(f"no {field} in /proc/self/status")
+
+
+def _glibc_hand_back() -> None:
+    """Make glibc return freed blocks to the system, so that resident memory tracks what is in use."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD fixed at 128 kB: big blocks are mmapped
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> float | None:
+    """Peak memory (MB) one call of ``fn`` adds to what is already held; None where this system
+    cannot measure it."""
+    gc.collect()
+    if device.type == "cuda":
+        synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    try:
+        _glibc_hand_back()
+        Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS
+        base = _rss_kb("VmRSS")
+        fn()
+        return (_rss_kb("VmHWM") - base) / 1024
+    except OSError:
+        return None
+
+
+def _mb(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.0f}"
+
+
+def bench_shape(
+    n: int, cin: int, cout: int, size: int, repeats: int, device: torch.device
+) -> dict[str, tuple[list[float], list[float], float | None]]:
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(n, cin, size, size, generator=g, requires_grad=True)
-    w = torch.randn(cout, cin, 3, 3, generator=g, requires_grad=True)
-    b = torch.randn(cout, generator=g, requires_grad=True)
-    off = (2 * torch.randn(n, 18, size, size, generator=g)).requires_grad_()
+    x = torch.randn(n, cin, size, size, generator=g).to(device).requires_grad_()
+    w = torch.randn(cout, cin, 3, 3, generator=g).to(device).requires_grad_()
+    b = torch.randn(cout, generator=g).to(device).requires_grad_()
+    off = (2 * torch.randn(n, 18, size, size, generator=g)).to(device).requires_grad_()
     ops = {
         "regular conv": lambda: F.conv2d(x, w, b, padding=1),
         "torchvision deform": lambda: tv_deform_conv2d(x, off, w, b, padding=1),
@@ -36,11 +101,41 @@ def bench_shape(n: int, cin: int, cout: int, size: int, repeats: int) -> dict[st
     }
     out = {}
     for name, op in ops.items():
-        reps = max(1, repeats // 3) if name.startswith("torchvision") else repeats
+        slow = name.startswith("torchvision") and device.type == "cpu"  # its CPU loop is very slow
+        reps = max(1, repeats // 3) if slow else repeats
+
+        def fwd_bwd(op=op) -> None:
+            op().sum().backward()
+            for t in (x, w, b, off):
+                t.grad = None
+
         with torch.no_grad():
-            fwd = time_runs(op, reps)
-        fb = time_runs(lambda op=op: op().sum().backward(), reps)
-        out[name] = (fwd, fb)
+            fwd = time_runs(op, reps, device=device)
+        fb = time_runs(fwd_bwd, reps, device=device)
+        out[name] = (fwd, fb, peak_memory_mb(fwd_bwd, device))
+    return out
+
+
+def bench_training(repeats: int, device: torch.device) -> dict[str, list[float]]:
+    """Seconds per training step (forward, loss, backward, AdamW step) of the digit classifiers."""
+    from models.nets import MnistNet
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(128, 1, 28, 28, generator=g).to(device)
+    y = torch.randint(0, 10, (128,), generator=g).to(device)
+    out = {}
+    for arch in ("regular", "deform", "deform2"):
+        torch.manual_seed(0)
+        model = MnistNet(arch).to(device).train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+        def step(model=model, opt=opt) -> None:
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        out[arch] = time_runs(step, repeats * 2, warmup=2, device=device)
     return out
 
 
@@ -48,39 +143,70 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m models.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--repeats", type=int, default=5, help="timed repetitions (torchvision's op: a third of them)")
+    p.add_argument("--repeats", type=int, default=5, help="timed repetitions (torchvision's CPU op: a third of them)")
+    p.add_argument("--no-train", action="store_true", help="skip the training-step timing")
+    add_device_argument(p)
     args = p.parse_args(argv)
     threads = use_all_cpu_threads()
+    try:
+        device = resolve_device(args.device)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(
-        f"torch {torch.__version__}, {threads} threads, 3x3 kernel, padding 1; "
-        f"ms as min / median / max of {args.repeats} runs; ratios of medians"
+        f"torch {torch.__version__} on {describe_device(device, threads)}; 3x3 kernel, padding 1; "
+        f"ms as min / median / max of {args.repeats} runs; ratios of medians; "
+        "memory: peak MB of one forward+backward above its inputs"
     )
     for label, (n, cin, cout, size) in SHAPES.items():
-        r = bench_shape(n, cin, cout, size, args.repeats)
+        r = bench_shape(n, cin, cout, size, args.repeats, device)
         print(f"\n{label}")
-        print(f"  {'op':<20}{'forward ms':>24}{'fwd+bwd ms':>26}")
-        for name, (f, fb) in r.items():
-            print(f"  {name:<20}{spread(f):>24}{spread(fb):>26}")
-        med = {name: (statistics.median(f), statistics.median(fb)) for name, (f, fb) in r.items()}
+        print(f"  {'op':<20}{'forward ms':>24}{'fwd+bwd ms':>26}{'memory MB':>12}")
+        for name, (f, fb, mem) in r.items():
+            print(f"  {name:<20}{spread(f):>24}{spread(fb):>26}{_mb(mem):>12}")
+        med = {name: (statistics.median(f), statistics.median(fb)) for name, (f, fb, _) in r.items()}
         (cf, cfb), (tf, tfb), (of, ofb) = med["regular conv"], med["torchvision deform"], med["ours deform"]
         print(f"  speed-up over torchvision: forward {tf / of:.1f}x, fwd+bwd {tfb / ofb:.1f}x")
         print(f"  cost vs regular conv:      forward {of / cf:.1f}x, fwd+bwd {ofb / cfb:.1f}x")
-    bench_roi(args.repeats)
+        mems = {name: mem for name, (_, _, mem) in r.items()}
+        if mems["ours deform"] is not None and mems["regular conv"]:
+            print(
+                f"  memory vs regular conv:    ours {mems['ours deform'] / mems['regular conv']:.1f}x, "
+                f"torchvision {mems['torchvision deform'] / mems['regular conv']:.1f}x"
+            )
+        if device.type == "cuda":
+            faster = "ours" if ofb <= tfb else "torchvision"
+            print(f"  on this GPU the layer uses {faster} (faster forward+backward)")
+    if not args.no_train:
+        steps = bench_training(args.repeats, device)
+        per_epoch = -(-EPOCH_DIGITS // 128)
+        print(f"\ntraining step of the digit classifier (batch 128, 28x28; an epoch of {EPOCH_DIGITS:,} digits)")
+        print(f"  {'model':<20}{'step ms':>24}{'epoch s':>12}")
+        for arch, t in steps.items():
+            print(f"  {arch:<20}{spread(t):>24}{per_epoch * statistics.median(t):>12.1f}")
+        reg = statistics.median(steps["regular"])
+        print(
+            "  epoch vs regular:          "
+            + ", ".join(f"{a} {statistics.median(steps[a]) / reg:.1f}x" for a in ("deform", "deform2"))
+        )
+    bench_roi(args.repeats, device)
     return 0
 
 
-def bench_roi(repeats: int) -> None:
+def bench_roi(repeats: int, device: torch.device | None = None) -> None:
     """Deformable RoI pooling (ours, random offsets) against roi_align: 128 RoIs, 64 channels."""
     from torchvision.ops import roi_align
 
     from models.roi_pool import deform_roi_pool
 
+    device = device or torch.device("cpu")
     g = torch.Generator().manual_seed(0)
-    feats = torch.randn(8, 64, 32, 32, generator=g, requires_grad=True)
+    feats = torch.randn(8, 64, 32, 32, generator=g).to(device).requires_grad_()
     xy = torch.rand(128, 2, generator=g) * 100
     wh = 8 + torch.rand(128, 2, generator=g) * 40
     rois = torch.cat([torch.randint(0, 8, (128, 1), generator=g).float(), xy, (xy + wh).clamp(max=127)], dim=1)
-    off = (0.5 * torch.randn(128, 2, 3, 3, generator=g)).requires_grad_()
+    rois = rois.to(device)
+    off = (0.5 * torch.randn(128, 2, 3, 3, generator=g)).to(device).requires_grad_()
     ops = {
         "roi_align": lambda: roi_align(feats, rois, 3, 0.25, 2, True),
         "ours deform_roi_pool": lambda: deform_roi_pool(feats, rois, off, 3, 0.25, 2, 0.1),
@@ -90,8 +216,8 @@ def bench_roi(repeats: int) -> None:
     med = {}
     for name, op in ops.items():
         with torch.no_grad():
-            f = time_runs(op, repeats * 4)
-        fb = time_runs(lambda op=op: op().sum().backward(), repeats * 4)
+            f = time_runs(op, repeats * 4, device=device)
+        fb = time_runs(lambda op=op: op().sum().backward(), repeats * 4, device=device)
         med[name] = (statistics.median(f), statistics.median(fb))
         print(f"  {name:<22}{spread(f):>22}{spread(fb):>26}")
     (rf, rfb), (of, ofb) = med["roi_align"], med["ours deform_roi_pool"]

@@ -38,7 +38,7 @@ def save_checkpoint(model: nn.Module, path: str | Path, config: dict[str, Any], 
         "format": FORMAT,
         "version": VERSION,
         "config": dict(config),
-        "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},  # CPU, even from a GPU
         "meta": dict(meta),
     }
     atomic_write(path, lambda tmp: torch.save(payload, tmp))

@@ -29,6 +29,9 @@ unlike torchvision's per-point CPU loop.
 from __future__ import annotations
 
 import math
+import threading
+import time
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -126,6 +129,60 @@ class _SharedWeightMatmul(torch.autograd.Function):
         return grad_w, grad_cols
 
 
+#: How :class:`DeformConv2d` runs on a CUDA GPU: ``"auto"`` times ours and torchvision's compiled
+#: op (forward and backward) once per input shape and keeps the faster; ``"ours"`` or
+#: ``"torchvision"`` force one. Both compute the same function (tests/test_deform_conv.py), so
+#: the choice changes speed only. On the CPU ours always runs (it is many times faster there).
+CUDA_IMPL = "auto"
+_CUDA_CHOICE: dict[tuple, str] = {}
+_CHOICE_LOCK = threading.Lock()
+
+
+def _implementations() -> dict[str, Callable[..., Tensor]]:
+    from torchvision.ops import deform_conv2d as tv_deform_conv2d
+
+    return {"ours": deform_conv2d, "torchvision": tv_deform_conv2d}
+
+
+def measure_faster(args: tuple, repeats: int = 3) -> tuple[str, dict[str, float]]:
+    """Which implementation runs ``deform_conv2d(*args)`` (forward and backward) faster on the
+    arguments' device: ``(name, {name: median seconds})``. Inputs are detached copies, so the
+    caller's graph is untouched; the device is synchronised around every timed run."""
+    dev = args[0].device
+
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    copies = tuple(
+        a.detach().clone().requires_grad_(a.is_floating_point()) if isinstance(a, Tensor) else a for a in args
+    )
+    medians = {}
+    with torch.enable_grad():
+        for name, fn in _implementations().items():
+            times = []
+            for r in range(repeats + 1):  # the first run warms up (kernels, allocator)
+                sync()
+                t0 = time.perf_counter()
+                fn(*copies).sum().backward()
+                sync()
+                if r:
+                    times.append(time.perf_counter() - t0)
+            medians[name] = sorted(times)[len(times) // 2]
+    return min(medians, key=medians.__getitem__), medians
+
+
+def _cuda_op(args: tuple) -> Callable[..., Tensor]:
+    if CUDA_IMPL != "auto":
+        return _implementations()[CUDA_IMPL]
+    x, offset, weight = args[0], args[1], args[2]
+    key = (x.device, x.dtype, tuple(x.shape), tuple(offset.shape), tuple(weight.shape), args[-1] is not None)
+    with _CHOICE_LOCK:  # one measurement per shape, even with several threads arriving at once
+        if key not in _CUDA_CHOICE:
+            _CUDA_CHOICE[key] = measure_faster(args)[0]
+        return _implementations()[_CUDA_CHOICE[key]]
+
+
 class DeformConv2d(nn.Module):
     """A deformable conv layer that predicts its own offsets (and DCNv2 mask) from its input.
 
@@ -192,7 +249,9 @@ class DeformConv2d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         offset = self.offset_conv(x)
         mask = self.mask_conv(x) if self.mask_conv is not None else None
-        return deform_conv2d(x, offset, self.weight, self.bias, self.stride, self.padding, self.dilation, mask)
+        args = (x, offset, self.weight, self.bias, self.stride, self.padding, self.dilation, mask)
+        op = _cuda_op(args) if x.is_cuda else deform_conv2d
+        return op(*args)
 
     def extra_repr(self) -> str:
         return (

@@ -14,7 +14,7 @@ import sys
 
 from models.checkpoint import CheckpointError, load_checkpoint
 from models.data import DEFAULT_DATA_DIR, DataError, load_mnist
-from models.runtime import use_all_cpu_threads
+from models.runtime import add_device_argument, describe_device, resolve_device, use_all_cpu_threads
 from models.training import accuracy
 from models.transforms import AUGMENTS, TEST_SEED, describe
 
@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=TEST_SEED, help="seed of the transformed test set")
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="folder with MNIST in torchvision's layout")
     p.add_argument("--test-scenes", type=int, default=500, help="scene checkpoints: how many fixed test scenes")
+    add_device_argument(p)
     return p
 
 
@@ -50,7 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    use_all_cpu_threads()
+    threads = use_all_cpu_threads()
+    try:
+        device = resolve_device(args.device)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"# on {describe_device(device, threads)}", file=sys.stderr)
     try:
         test = load_mnist(args.data_dir, train=False)
     except DataError as exc:
@@ -59,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     status = 0
     for path in args.checkpoint:
         try:
-            model = load_checkpoint(path)
+            model = load_checkpoint(path).to(device)
         except CheckpointError as exc:
             print(f"error: {exc}", file=sys.stderr)
             status = 1

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from models.data import DEFAULT_DATA_DIR, DataError, load
 from models.nets import ARCHS
-from models.runtime import use_all_cpu_threads
+from models.runtime import add_device_argument, describe_device, resolve_device, use_all_cpu_threads
 from models.training import TrainConfig, accuracy, train
 from models.transforms import RANGES, TEST_SEED, describe, parse_augment
 
@@ -146,7 +146,7 @@ def write_report(out: Path, runs: list[dict[str, Any]], settings: dict[str, Any]
         + "; combined conditions draw each part independently."
     ]
     lines += [f"- Test sets: the full test split transformed with seed {TEST_SEED}, identical for every model."]
-    for key in ("train_data", "test_data", "epochs", "batch_size", "lr", "threads", "machine"):
+    for key in ("train_data", "test_data", "epochs", "batch_size", "lr", "threads", "device", "machine"):
         if key in settings:
             lines.append(f"- {key.replace('_', ' ')}: {settings[key]}")
     lines.append(f"- Runs finished: {len(runs)}")
@@ -216,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-download", action="store_true", help="never try to download the dataset")
     p.add_argument("--report", action="store_true", help="only rewrite the report from finished runs")
     p.add_argument("--no-progress", action="store_true")
+    add_device_argument(p)
     return p
 
 
@@ -231,6 +232,11 @@ def main(argv: list[str] | None = None) -> int:
         threads = args.threads
     else:
         threads = use_all_cpu_threads()
+    try:
+        device = resolve_device(args.device)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     runs_file = out / "runs.jsonl"
@@ -240,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         "batch_size": args.batch_size,
         "lr": args.lr,
         "threads": threads,
+        "device": describe_device(device, threads),
         "machine": f"{platform.machine()}, torch {torch.__version__}",
     }
     done = read_runs(runs_file)
@@ -289,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
             max_steps=args.max_steps,
         )
         t0 = time.perf_counter()
-        model, log = train(cfg, train_split, progress=False)
+        model, log = train(cfg, train_split, progress=False, device=device)
         train_seconds = time.perf_counter() - t0
         accs = {c: accuracy(model, test_split, c) for c in CONDITIONS}
         record = {

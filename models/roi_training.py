@@ -29,7 +29,7 @@ from tqdm import tqdm
 from models.checkpoint import CHECKPOINT_DIR, CheckpointError, load_checkpoint, save_checkpoint
 from models.data import DEFAULT_DATA_DIR, DataError, load_mnist
 from models.roi_nets import POOL_ARCHS, RoiNet, jitter_boxes, rois_from_boxes
-from models.runtime import use_all_cpu_threads
+from models.runtime import add_device_argument, describe_device, model_device, resolve_device, use_all_cpu_threads
 from models.scene_training import TRAIN_SEED_OFFSET, test_scenes
 from models.scenes import SIZE_CLASSES, TEST_SEED, Scenes, generate, size_class
 
@@ -63,10 +63,17 @@ def new_model(config: RoiTrainConfig) -> RoiNet:
 
 
 def train_roi(
-    config: RoiTrainConfig, digits: Tensor, labels: Tensor, progress: bool = True
+    config: RoiTrainConfig,
+    digits: Tensor,
+    labels: Tensor,
+    progress: bool = True,
+    device: torch.device | str = "cpu",
 ) -> tuple[RoiNet, dict[str, Any]]:
+    """Train the pooling and head of a fresh RoI model on ``device`` (scenes and jittered boxes
+    are drawn on the CPU, the same on every device, then moved)."""
+    device = torch.device(device)
     torch.manual_seed(config.seed)
-    model = new_model(config)
+    model = new_model(config).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=max(config.steps, 1))
@@ -82,9 +89,9 @@ def train_roi(
             batch = generate(digits, labels, config.batch_size, seed, start=step * config.batch_size)
             boxes = jitter_boxes(batch.boxes, gen, config.jitter)
             with torch.no_grad():
-                feats = model.features(batch.images)
-            logits = model.head(model.pooled(feats, rois_from_boxes(boxes, batch.scene)))
-            loss = F.cross_entropy(logits, batch.labels)
+                feats = model.features(batch.images.to(device))
+            logits = model.head(model.pooled(feats, rois_from_boxes(boxes, batch.scene).to(device)))
+            loss = F.cross_entropy(logits, batch.labels.to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -109,11 +116,12 @@ def roi_accuracy(model: RoiNet, scenes: Scenes, jitter: float = 0.0, batch: int 
     gen = torch.Generator().manual_seed(TEST_JITTER_SEED)
     boxes = jitter_boxes(scenes.boxes, gen, jitter) if jitter > 0 else scenes.boxes
     preds = torch.empty(len(scenes.labels), dtype=torch.long)
+    dev = model_device(model)
     for s0 in range(0, len(scenes), batch):
         sel = (scenes.scene >= s0) & (scenes.scene < s0 + batch)
-        feats = model.features(scenes.images[s0 : s0 + batch])
-        rois = rois_from_boxes(boxes[sel], scenes.scene[sel] - s0)
-        preds[sel] = model.head(model.pooled(feats, rois)).argmax(1)
+        feats = model.features(scenes.images[s0 : s0 + batch].to(dev))
+        rois = rois_from_boxes(boxes[sel], scenes.scene[sel] - s0).to(dev)
+        preds[sel] = model.head(model.pooled(feats, rois)).argmax(1).cpu()
     right = preds == scenes.labels
     sizes = size_class(scenes.heights)
     return {
@@ -138,8 +146,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test-scenes", type=int, default=500)
     p.add_argument("--out", required=True, help="checkpoint to write")
     p.add_argument("--no-progress", action="store_true")
+    add_device_argument(p)
     args = p.parse_args(argv)
     threads = use_all_cpu_threads()
+    try:
+        device = resolve_device(args.device)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     config = RoiTrainConfig(
         args.arch, args.steps, args.batch_size, args.lr, jitter=args.jitter, seed=args.seed, backbone=args.backbone
     )
@@ -149,8 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"training RoI model {args.arch}: {args.steps} steps x {args.batch_size} scenes, {threads} CPU threads")
-    model, log = train_roi(config, train_split.images, train_split.labels, progress=not args.no_progress)
+    print(
+        f"training RoI model {args.arch}: {args.steps} steps x {args.batch_size} scenes, "
+        f"on {describe_device(device, threads)}"
+    )
+    model, log = train_roi(config, train_split.images, train_split.labels, progress=not args.no_progress, device=device)
     test = test_scenes(test_split.images, test_split.labels, count=args.test_scenes)
     metrics = {"exact": roi_accuracy(model, test), "jittered": roi_accuracy(model, test, args.jitter)}
     meta = {

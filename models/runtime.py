@@ -1,7 +1,10 @@
-"""Small process-level helpers every command shares: atomic file writes, CPU threads, timing."""
+"""Small process-level helpers every command shares: atomic file writes, CPU threads, the
+device, timing."""
 
 from __future__ import annotations
 
+import argparse
+import itertools
 import os
 import statistics
 import tempfile
@@ -47,14 +50,69 @@ def use_all_cpu_threads() -> int:
     return n
 
 
-def time_runs(fn: Callable[[], object], repeats: int, warmup: int = 1) -> list[float]:
-    """Wall times in seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones."""
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto``: the GPU when torch sees one, else the CPU; ``cpu``; ``cuda`` (or ``cuda:N``).
+
+    Raises ValueError, in words, when CUDA is asked for and torch cannot use it."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"--device {name}: torch {torch.__version__} sees no CUDA GPU on this machine "
+                "(use --device cpu, or auto to take the GPU only when there is one)"
+            )
+        return torch.device(name)
+    raise ValueError(f"unknown device {name!r}: use one of {', '.join(DEVICES)}")
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="where to run: auto (the GPU when there is one, else the CPU), cpu, or cuda[:N]",
+    )
+
+
+def describe_device(device: torch.device, threads: int | None = None) -> str:
+    """``'GPU 0: NVIDIA H200'`` or ``'CPU, 2 threads'``, for the commands' first line."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"GPU {index}: {torch.cuda.get_device_name(index)}"
+    return f"CPU, {threads or torch.get_num_threads()} threads"
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (the CPU for a model with neither)."""
+    first = next(itertools.chain(model.parameters(), model.buffers()), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work (a no-op on the CPU), so that wall times measure the work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_runs(
+    fn: Callable[[], object], repeats: int, warmup: int = 1, device: torch.device | None = None
+) -> list[float]:
+    """Wall times in seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones (on a
+    GPU ``device``, each call is waited for before its time is taken)."""
+    dev = device or torch.device("cpu")
     for _ in range(warmup):
         fn()
+    synchronize(dev)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
+        synchronize(dev)
         times.append(time.perf_counter() - t0)
     return times
 
@@ -64,4 +122,17 @@ def spread(times: list[float], scale: float = 1e3) -> str:
     return f"{scale * min(times):.1f} / {scale * statistics.median(times):.1f} / {scale * max(times):.1f}"
 
 
-__all__ = ["atomic_write", "atomic_write_text", "default_file_mode", "spread", "time_runs", "use_all_cpu_threads"]
+__all__ = [
+    "DEVICES",
+    "add_device_argument",
+    "atomic_write",
+    "atomic_write_text",
+    "default_file_mode",
+    "describe_device",
+    "model_device",
+    "resolve_device",
+    "spread",
+    "synchronize",
+    "time_runs",
+    "use_all_cpu_threads",
+]

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
+from models.runtime import model_device
 from models.scene_nets import DEFAULT_WIDTHS, SceneNet
 from models.scenes import (
     BACKGROUND,
@@ -74,16 +75,22 @@ def pixel_loss(logits: Tensor, classes: Tensor, ink_weight: float) -> Tensor:
 
 
 def train_scenes(
-    config: SceneTrainConfig, digits: Tensor, labels: Tensor, progress: bool = True
+    config: SceneTrainConfig,
+    digits: Tensor,
+    labels: Tensor,
+    progress: bool = True,
+    device: torch.device | str = "cpu",
 ) -> tuple[SceneNet, dict[str, Any]]:
-    """Train a fresh scene model on scenes made from ``digits`` (training split only)."""
+    """Train a fresh scene model on scenes made from ``digits`` (training split only), on
+    ``device`` (scenes are drawn on the CPU, the same on every device, then moved)."""
+    device = torch.device(device)
     scene_cfg = config_from_dict(config.scene)
     torch.manual_seed(config.seed)
     seed = config.seed + TRAIN_SEED_OFFSET
     probe = generate(digits, labels, 256, seed, scene_cfg, start=10**9)  # statistics, not trained on
     model = SceneNet(
         config.arch, widths=tuple(config.widths), mean=float(probe.images.mean()), std=float(probe.images.std())
-    )  # type: ignore[arg-type]
+    ).to(device)  # type: ignore[arg-type]
     opt = torch.optim.AdamW(_param_groups(model, config.lr, config.offset_lr_factor, config.weight_decay))
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=[g["lr"] for g in opt.param_groups], total_steps=max(config.steps, 1)
@@ -96,8 +103,8 @@ def train_scenes(
     window_sum, window_n = 0.0, 0
     for step in range(config.steps):
         batch = generate(digits, labels, config.batch_size, seed, scene_cfg, start=step * config.batch_size)
-        logits = model(batch.images)
-        loss = pixel_loss(logits, batch.classes, config.ink_weight)
+        logits = model(batch.images.to(device, non_blocking=True))
+        loss = pixel_loss(logits, batch.classes.to(device, non_blocking=True), config.ink_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -121,9 +128,10 @@ def train_scenes(
 
 @torch.no_grad()
 def predict_scenes(model: torch.nn.Module, images: Tensor, batch_size: int = 64) -> Tensor:
-    """Per-pixel logits ``(N, 11, H, W)``."""
+    """Per-pixel logits ``(N, 11, H, W)`` on the CPU, computed on the model's device."""
     model.eval()
-    return torch.cat([model(images[i : i + batch_size]) for i in range(0, images.shape[0], batch_size)])
+    dev = model_device(model)
+    return torch.cat([model(images[i : i + batch_size].to(dev)).cpu() for i in range(0, images.shape[0], batch_size)])
 
 
 def scene_metrics(logits: Tensor, scenes: Scenes) -> dict[str, Any]:

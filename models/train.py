@@ -20,7 +20,7 @@ import torch
 from models.checkpoint import save_checkpoint
 from models.data import DEFAULT_DATA_DIR, DataError, load_mnist
 from models.nets import ARCHS
-from models.runtime import use_all_cpu_threads
+from models.runtime import add_device_argument, describe_device, resolve_device, use_all_cpu_threads
 from models.scenes import TEST_SEED as TEST_SCENE_SEED
 from models.training import TrainConfig, accuracy, config_dict, model_config, train
 from models.transforms import AUGMENTS, describe
@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m models.train",
         description=(
-            "Train a deformable (DCNv1), modulated deformable (DCNv2) or regular-conv model on CPU "
+            "Train a deformable (DCNv1), modulated deformable (DCNv2) or regular-conv model (on the GPU "
+            "when there is one, else the CPU) "
             "and save a checkpoint with its config, training data, seed and measured test metrics. "
             "--task digits: an MNIST classifier (28x28). --task scenes: a per-pixel classifier of "
             "canvases holding 1-4 digits of very different sizes (models.scenes), where the "
@@ -70,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", required=True, help="checkpoint path to write (atomically), e.g. checkpoints/deform_plain.pt"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_device_argument(p)
     return p
 
 
@@ -92,12 +94,18 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     threads = use_all_cpu_threads()
     try:
+        device = resolve_device(args.device)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    args.device_name = describe_device(device, threads)
+    try:
         train_split, test_split = _splits(args)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if args.task == "scenes":
-        return train_scenes_command(args, argv, threads, train_split, test_split)
+        return train_scenes_command(args, argv, device, train_split, test_split)
     args.batch_size = args.batch_size or 128
     config = TrainConfig(
         arch=args.arch,
@@ -110,9 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"training {args.arch} on {train_split.description}, "
-        f"augmentation: {describe(args.augment)}, {threads} CPU threads"
+        f"augmentation: {describe(args.augment)}, on {args.device_name}"
     )
-    model, log = train(config, train_split, progress=not args.no_progress)
+    model, log = train(config, train_split, progress=not args.no_progress, device=device)
     acc = accuracy(model, test_split)
     meta = {
         "train_data": train_split.description,
@@ -122,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         "test_accuracy": acc,
         "torch": str(torch.__version__),
         "python": platform.python_version(),
+        "device": args.device_name,
         "command": "python -m models.train " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     if args.augment != "none":
@@ -138,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def train_scenes_command(
-    args: argparse.Namespace, argv: list[str] | None, threads: int, train_split, test_split
+    args: argparse.Namespace, argv: list[str] | None, device: torch.device, train_split, test_split
 ) -> int:
     from dataclasses import asdict
 
@@ -158,9 +167,11 @@ def train_scenes_command(
     )
     print(
         f"training scene model {args.arch}: {config.steps} steps x {config.batch_size} fresh {scene.size}x{scene.size} "
-        f"scenes from {train_split.description}, {threads} CPU threads"
+        f"scenes from {train_split.description}, on {args.device_name}"
     )
-    model, log = train_scenes(config, train_split.images, train_split.labels, progress=not args.no_progress)
+    model, log = train_scenes(
+        config, train_split.images, train_split.labels, progress=not args.no_progress, device=device
+    )
     test = test_scenes(test_split.images, test_split.labels, scene, args.test_scenes)
     metrics = evaluate_scenes(model, test)
     meta = {
@@ -172,6 +183,7 @@ def train_scenes_command(
         "test_metrics": metrics,
         "torch": str(torch.__version__),
         "python": platform.python_version(),
+        "device": args.device_name,
         "command": "python -m models.train " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     save_checkpoint(model, Path(args.out), model.config(), meta)

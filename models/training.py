@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from models.data import Split
 from models.nets import MnistNet
+from models.runtime import model_device
 from models.transforms import describe, parse_augment, random_transform, transformed_test_set
 
 
@@ -45,12 +46,19 @@ def model_config(model: MnistNet, config: TrainConfig) -> dict[str, Any]:
 
 
 def train(
-    config: TrainConfig, data: Split, progress: bool = True, desc: str | None = None
+    config: TrainConfig,
+    data: Split,
+    progress: bool = True,
+    desc: str | None = None,
+    device: torch.device | str = "cpu",
 ) -> tuple[MnistNet, dict[str, Any]]:
-    """Train a fresh model; returns it (eval mode) and a log of per-epoch loss/accuracy/time."""
+    """Train a fresh model on ``device``; returns it (eval mode, on ``device``) and a log of
+    per-epoch loss/accuracy/time. Batches are drawn and augmented on the CPU with the seeded
+    generator (the same batches on every device) and then moved."""
     parse_augment(config.augment)  # fail early on a bad name
+    device = torch.device(device)
     torch.manual_seed(config.seed)
-    model = build_for(config, data)
+    model = build_for(config, data).to(device)
     gen = torch.Generator().manual_seed(config.seed)
     n = len(data)
     steps_per_epoch = (n + config.batch_size - 1) // config.batch_size
@@ -73,8 +81,8 @@ def train(
             if step >= total:
                 break
             idx = perm[b * config.batch_size : (b + 1) * config.batch_size]
-            x = random_transform(data.images[idx], config.augment, gen)
-            y = data.labels[idx]
+            x = random_transform(data.images[idx], config.augment, gen).to(device, non_blocking=True)
+            y = data.labels[idx].to(device, non_blocking=True)
             logits = model(x)
             loss = F.cross_entropy(logits, y)
             opt.zero_grad(set_to_none=True)
@@ -109,9 +117,11 @@ def train(
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, images: Tensor, batch_size: int = 1000) -> Tensor:
-    """Class predictions ``(N,)`` for images ``(N, C, H, W)``."""
+    """Class predictions ``(N,)`` (on the CPU) for images ``(N, C, H, W)``, run on the model's
+    device."""
     model.eval()
-    out = [model(images[i : i + batch_size]).argmax(1) for i in range(0, images.shape[0], batch_size)]
+    dev = model_device(model)
+    out = [model(images[i : i + batch_size].to(dev)).argmax(1).cpu() for i in range(0, images.shape[0], batch_size)]
     return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
 
 

@@ -13,7 +13,8 @@ from viz import export
 def test_all_figures_png_are_valid_images(tmp_path, capsys):
     assert export.main(["--out", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split("]")[0][1:] for line in lines[:-1]] == list(export.FIGURES)  # a progress line per figure
+    assert lines[0].startswith("models run on CPU")  # the device, said first
+    assert [line.split("]")[0][1:] for line in lines[1:-1]] == list(export.FIGURES)  # a progress line per figure
     expected_width = {"receptive_field": 3, "levels": 3, "offset_field": 3, "adaptation": 4, "modulation": 3}
     for name, ncols in expected_width.items():
         with Image.open(tmp_path / f"{name}.png") as img:

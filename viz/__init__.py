@@ -5,17 +5,20 @@ picture of several digits) -> model (:func:`load`) -> :func:`capture` -> :func:`
 :func:`sampling_density` / :func:`effective_dilation` / ``viz.scene_stats`` -> figure specs
 (``viz.figures``) -> ``viz.render``. A model of your own: :func:`load_user_model` finds its
 deformable layers (``models.discovery``); everything above then works on it. Coordinates: x = column, y = row, pixel centres at integers.
-:func:`capture` is safe to call from many threads on one shared model.
+:func:`capture` is safe to call from many threads on one shared model. Models may run on a GPU
+(``load(..., device="auto")``); captures and views always come back on the CPU.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from models.checkpoint import CHECKPOINT_DIR as SHIPPED_DIR
 from models.checkpoint import CheckpointError, load_checkpoint
+from models.runtime import resolve_device
 from viz.backproject import Points, backproject, regular_grid
 from viz.capture import Capture, LayerCapture, capture
 from viz.geometry import METHODS
@@ -31,16 +34,19 @@ def shipped_checkpoints() -> dict[str, Path]:
     return {p.stem: p for p in sorted(CHECKPOINT_DIR.glob("*.pt"))}
 
 
-def load(checkpoint: str | Path) -> nn.Module:
+def load(checkpoint: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """A model in eval mode from a checkpoint path or the name of a shipped one
-    (e.g. ``"deform_plain"``). Raises :class:`models.CheckpointError` with a clear message."""
+    (e.g. ``"deform_plain"``), on ``device`` (``"auto"``: the GPU when there is one). Captures
+    and views of it come back on the CPU wherever it runs. Raises
+    :class:`models.CheckpointError` with a clear message."""
     path = Path(checkpoint)
     if not path.exists() and str(checkpoint) in shipped_checkpoints():
         path = shipped_checkpoints()[str(checkpoint)]
     elif not path.exists() and path.suffix == "":
         names = ", ".join(shipped_checkpoints()) or "none"
         raise CheckpointError(f"no checkpoint file or shipped checkpoint named {str(checkpoint)!r} (shipped: {names})")
-    return load_checkpoint(path)
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    return load_checkpoint(path).to(dev)
 
 
 __all__ = [

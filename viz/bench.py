@@ -1,6 +1,6 @@
 """Benchmark of the viz core on a shipped checkpoint (or a fresh model if none is shipped).
 
-    python -m viz.bench [--checkpoint deform_rts] [--repeats 20]
+    python -m viz.bench [--checkpoint deform_rts] [--repeats 20] [--device auto|cpu|cuda]
 
 Prints min / median / max times of capture + back-projection of one unit's 729 points (one
 digit) and of all top-layer units, for each method; then the app's server-side work for a new
@@ -17,7 +17,7 @@ import torch
 from PIL import Image, ImageDraw
 
 import viz
-from models.runtime import spread, time_runs, use_all_cpu_threads
+from models.runtime import add_device_argument, describe_device, resolve_device, spread, time_runs, use_all_cpu_threads
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,16 +26,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--checkpoint", default="deform_rts", help="shipped digit checkpoint name or path")
     p.add_argument("--repeats", type=int, default=20, help="timed repetitions")
+    add_device_argument(p)
     args = p.parse_args(argv)
     threads = use_all_cpu_threads()
     try:
-        model = viz.load(args.checkpoint)
+        device = resolve_device(args.device)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        model = viz.load(args.checkpoint, device)
     except viz.CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     torch.manual_seed(0)
     image = torch.rand(1, 1, 28, 28)
-    print(f"{args.checkpoint}, {threads} threads; times in ms as min / median / max of {args.repeats} runs")
+    print(
+        f"{args.checkpoint}, on {describe_device(device, threads)}; times in ms as min / median / max of {args.repeats} runs"
+    )
     print(f"  capture alone: {spread(time_runs(lambda: viz.capture(model, image), args.repeats))}")
     for method in viz.METHODS:
         one = time_runs(lambda m=method: viz.backproject(viz.capture(model, image), (7, 7), method=m), args.repeats)
@@ -44,13 +52,13 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"  {method:<8} capture + one unit (729 samples): {spread(one)}   capture + all 196 units: {spread(every)}"
         )
-    support_views(args.repeats)
-    app_update(args.repeats)
-    scene_update(args.repeats)
+    support_views(args.repeats, device)
+    app_update(args.repeats, device)
+    scene_update(args.repeats, device)
     return 0
 
 
-def support_views(repeats: int) -> None:
+def support_views(repeats: int, device: torch.device | str = "cpu") -> None:
     """DCNv2's views of one unit (``viz.support``): targets 50 ms (digit) / 150 ms (scene) for
     ERF + effective sampling locations, 300 ms for the saliency region."""
     from viz.samples import load_samples, load_scene_samples
@@ -61,7 +69,7 @@ def support_views(repeats: int) -> None:
         ("deform_rts", load_samples().images[1], (7, 7)),
         ("scene_deform", load_scene_samples().images[10], (6, 10)),
     ):
-        model = viz.load(name)
+        model = viz.load(name, device)
 
         def erf_esl(model=model, image=image, unit=unit) -> None:
             cap = viz.capture(model, image)
@@ -88,7 +96,7 @@ def _canvas_png(draw_fn, side: int) -> Image.Image:
     return decode
 
 
-def app_update(repeats: int) -> None:
+def app_update(repeats: int, device: torch.device | str = "cpu") -> None:
     """What the app's digit mode does server-side when the canvas changes: decode the PNG,
     preprocess, run both models, build every view's spec, draw it with Plotly and serialise it
     as Streamlit does."""
@@ -106,7 +114,7 @@ def app_update(repeats: int) -> None:
     from viz.stats import centre_unit
 
     try:
-        deform, regular = viz.load("deform_rts"), viz.load("regular_rts")
+        deform, regular = viz.load("deform_rts", device), viz.load("regular_rts", device)
     except viz.CheckpointError as exc:
         print(f"app update: skipped ({exc})")
         return
@@ -138,7 +146,7 @@ def app_update(repeats: int) -> None:
     )
 
 
-def scene_update(repeats: int) -> None:
+def scene_update(repeats: int, device: torch.device | str = "cpu") -> None:
     """The scene mode's server-side work for a new drawing: decode the 256x256 canvas PNG, make
     the 64x64 scene, find its digits, run the scene model and its twin, build the points view
     and the triplet and serialise them as Streamlit does."""
@@ -150,7 +158,7 @@ def scene_update(repeats: int) -> None:
     from viz.scene_stats import ink_boxes, pick_units
 
     try:
-        deform, regular = viz.load("scene_deform"), viz.load("scene_regular")
+        deform, regular = viz.load("scene_deform", device), viz.load("scene_regular", device)
     except viz.CheckpointError as exc:
         print(f"app, scene mode: skipped ({exc})")
         return

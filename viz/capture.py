@@ -29,6 +29,7 @@ from torch.overrides import TorchFunctionMode
 
 from models.contract import ForwardArgument, LayerGeometry, ModuleOutput, OpArgument, SamplingLayer, Source
 from models.geometry import output_size
+from models.runtime import model_device
 
 
 @dataclass(frozen=True)
@@ -287,7 +288,8 @@ def capture(model: nn.Module, images: Tensor, keep_features: bool = False) -> Ca
         keep_features: also keep each layer's input and output feature maps.
 
     Returns:
-        A :class:`Capture`; one forward pass serves the whole batch.
+        A :class:`Capture` on the CPU, wherever the model runs (``images`` are moved to the
+        model's device for the forward pass); one forward pass serves the whole batch.
     """
     layers = sampling_layers_of(model)
     if images.dim() == 3:
@@ -295,8 +297,10 @@ def capture(model: nn.Module, images: Tensor, keep_features: bool = False) -> Ca
     if images.dim() != 4:
         raise ValueError(f"images must be (N, C, H, W) or (C, H, W), got shape {tuple(images.shape)}")
     with _eval_mode(model), recording(layers) as rec:
-        logits = model(images)
-    return _assemble(layers, rec, images, logits, keep_features)
+        logits = model(images.to(model_device(model)))
+    # Everything downstream (geometry, statistics, figures) works on the CPU copy.
+    rec.tensors = {key: t.cpu() if isinstance(t, Tensor) else t for key, t in rec.tensors.items()}
+    return _assemble(layers, rec, images.cpu(), logits.cpu(), keep_features)
 
 
 def _assemble(

@@ -31,7 +31,7 @@ from PIL import Image, UnidentifiedImageError
 
 import viz
 from models.catalog import twin_of
-from models.runtime import use_all_cpu_threads
+from models.runtime import add_device_argument, describe_device, resolve_device, use_all_cpu_threads
 from models.scenes import size_class
 from models.transforms import rotate_scale
 from viz.figures import (
@@ -116,8 +116,8 @@ def builders(deform, regular, modulated, digit: torch.Tensor) -> dict[str, Calla
 def scene_builders(args: argparse.Namespace) -> dict[str, Callable[[], FigureSpec]]:
     """Capture the bundled test scenes with the scene model and its twin once; the two scene
     figures are built from those captures."""
-    deform = viz.load(args.scene_checkpoint)
-    regular = viz.load(args.scene_regular or twin_of(args.scene_checkpoint) or "scene_regular")
+    deform = viz.load(args.scene_checkpoint, args.device)
+    regular = viz.load(args.scene_regular or twin_of(args.scene_checkpoint) or "scene_regular", args.device)
     scenes = load_scene_samples()
     boxes = [scenes.boxes[scenes.digits_of(i)] for i in range(len(scenes))]
     heights = [scenes.heights[scenes.digits_of(i)] for i in range(len(scenes))]
@@ -168,7 +168,10 @@ def scene_builders(args: argparse.Namespace) -> dict[str, Callable[[], FigureSpe
         beside the plain twin."""
         from models.roi_nets import jitter_boxes
 
-        deform_roi, plain_roi = viz.load(args.roi_checkpoint), viz.load(twin_of(args.roi_checkpoint) or "roi_regular")
+        deform_roi, plain_roi = (
+            viz.load(args.roi_checkpoint, args.device),
+            viz.load(twin_of(args.roi_checkpoint) or "roi_regular", args.device),
+        )
         i = chosen[0]
         jittered = jitter_boxes(boxes[i], torch.Generator().manual_seed(7))
         rows = []
@@ -236,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="make only this figure (repeatable)",
     )
     add_model_arguments(p)
+    add_device_argument(p)
     p.add_argument(
         "--image", nargs="+", default=None, help="with --model: image files to show (default: the --digits samples)"
     )
@@ -304,7 +308,13 @@ def export_user_model(args: argparse.Namespace, out: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    use_all_cpu_threads()
+    threads = use_all_cpu_threads()
+    try:
+        args.device = resolve_device(args.device)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"models run on {describe_device(args.device, threads)}", flush=True)
     if args.model:
         return export_user_model(args, Path(args.out))
     wanted = [f for f in FIGURES if f in (args.figure or FIGURES)]
@@ -313,14 +323,14 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         if digit_wanted:
-            deform = viz.load(args.checkpoint)
-            regular = viz.load(args.regular or twin_of(args.checkpoint) or "regular_plain")
+            deform = viz.load(args.checkpoint, args.device)
+            regular = viz.load(args.regular or twin_of(args.checkpoint) or "regular_plain", args.device)
             if not any(layer.deformable for layer in deform.sampling_layers()):
                 raise ExportError(
                     f"--checkpoint {args.checkpoint!r} has no deformable layer; pass a deformable model "
                     "(its regular twin goes in --regular)"
                 )
-            modulated = viz.load(args.dcnv2) if "modulation" in digit_wanted else None
+            modulated = viz.load(args.dcnv2, args.device) if "modulation" in digit_wanted else None
             digits = [load_digit(d) for d in args.digits]
         scene_makers = scene_builders(args) if any(f in SCENE_FIGURES for f in wanted) else {}
     except (viz.CheckpointError, ExportError) as exc:

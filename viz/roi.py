@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from models.roi_pool import bin_geometry
+from models.runtime import model_device
 
 POOL_DEFAULTS = {"output_size": 3, "spatial_scale": 0.25, "gamma": 0.1}
 
@@ -61,9 +62,11 @@ def roi_bins(model: nn.Module, image: Tensor, box: tuple[float, float, float, fl
         raise ValueError(f"box {tuple(box_t.tolist())} is empty: need x1 > x0 and y1 > y0")
     rois = torch.cat([torch.zeros(1), box_t]).view(1, 5)
     images = image.view(1, *image.shape[-3:]) if image.dim() == 3 else image[:1]
-    feats = model.features(images)
-    off = model.offsets(feats, rois)
-    probs = torch.softmax(model.head(model.pooled(feats, rois)), dim=1)[0]
+    dev = model_device(model)
+    feats = model.features(images.to(dev))
+    off = model.offsets(feats, rois.to(dev))
+    probs = torch.softmax(model.head(model.pooled(feats, rois.to(dev))), dim=1)[0].cpu()
+    off = off.cpu() if off is not None else None
     zero = torch.zeros(1, 2, POOL_SIZE, POOL_SIZE)
     regular = _rects(*bin_geometry(rois, POOL_SIZE, SPATIAL_SCALE), SPATIAL_SCALE)
     moved = _rects(

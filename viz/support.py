@@ -35,6 +35,7 @@ from torch.overrides import TorchFunctionMode
 
 from models.contract import ForwardArgument, ModuleOutput, SamplingLayer
 from models.deform_conv import DeformConv2d, deform_conv2d
+from models.runtime import model_device
 from viz.backproject import Points
 from viz.capture import OP_ARGS, Capture, capture, is_deform_op, sampling_layers_of
 from viz.geometry import read_bilinear, read_nearest
@@ -180,7 +181,7 @@ def unit_support(model: nn.Module, image: Tensor, units: tuple[int, int] | list[
     u = units_t.shape[0]
     if image.dim() == 4:
         image = image[0]
-    x = image.detach().unsqueeze(0).repeat(u, 1, 1, 1).requires_grad_(True)
+    x = image.detach().to(model_device(model)).unsqueeze(0).repeat(u, 1, 1, 1).requires_grad_(True)
     run = _Run()
     token = _ACTIVE.set(run)
     try:
@@ -209,8 +210,8 @@ def unit_support(model: nn.Module, image: Tensor, units: tuple[int, int] | list[
     for layer, g, gate in zip(layers, grads[1:], gates, strict=True):
         g = torch.zeros_like(gate) if g is None else g
         n, c, h, w = g.shape
-        attributions.append(g.view(n, c // layer.taps, layer.taps, h, w).detach())
-    return Support(units_t, response.detach(), erf.detach(), attributions)
+        attributions.append(g.view(n, c // layer.taps, layer.taps, h, w).detach().cpu())
+    return Support(units_t, response.detach().cpu(), erf.detach().cpu(), attributions)
 
 
 def point_attributions(pts: Points, support: Support, cap: Capture, unit: int = 0) -> Tensor:

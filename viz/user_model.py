@@ -23,6 +23,7 @@ from PIL import Image
 from torch import Tensor
 
 from models.discovery import DiscoveredModel, DiscoveryError, discover, import_factory, load_weights
+from models.runtime import resolve_device
 from viz.preprocess import PreprocessError, preprocess, preprocess_scene, to_ink
 
 #: Normalisation used when none is given: MNIST's for grey models, ImageNet's for colour ones.
@@ -39,12 +40,14 @@ def load_user_model(
     std: float | tuple[float, ...] | None = None,
     layers: list[str] | None = None,
     geometry: tuple[tuple[float, float], tuple[float, float]] | None = None,
+    device: str | torch.device = "cpu",
 ) -> DiscoveredModel:
     """Build ``spec``'s model (``"package.module:factory"``, called without arguments), load
     ``weights`` (a state dict), and :func:`models.discovery.discover` it.
 
     ``mean`` / ``std`` default to MNIST's for 1 channel and ImageNet's for 3 (see
-    :data:`DEFAULT_NORMALISATION`); pass ``0`` and ``1`` for none.
+    :data:`DEFAULT_NORMALISATION`); pass ``0`` and ``1`` for none. Discovery probes the model
+    on the CPU; it then runs on ``device`` (``"auto"``: the GPU when there is one).
 
     Raises:
         models.discovery.DiscoveryError: bad spec, no deformable layer, layers that cannot be
@@ -71,7 +74,7 @@ def load_user_model(
         geometry=geometry,
     )
     found.source = f"{spec}" + (f" with {Path(weights).name}" if weights is not None else " (untrained weights)")  # type: ignore[assignment]
-    return found
+    return found.to(device if isinstance(device, torch.device) else resolve_device(device))
 
 
 def prepare_for(
@@ -169,6 +172,7 @@ def model_from_args(args: argparse.Namespace) -> DiscoveredModel | None:
         tuple(args.std) if args.std else None,
         args.layers,
         geometry,  # type: ignore[arg-type]
+        device=getattr(args, "device", "cpu"),
     )
 
 

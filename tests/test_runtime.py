@@ -1,0 +1,83 @@
+"""Device choice, timing and memory helpers, and the device paths of training and the layer.
+
+The CUDA tests run wherever torch sees a GPU and are skipped, with the reason, elsewhere."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models import deform_conv
+from models.bench import peak_memory_mb
+from models.checkpoint import load_checkpoint, save_checkpoint
+from models.runtime import describe_device, resolve_device
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
+
+
+def test_resolve_device(monkeypatch):
+    assert resolve_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(ValueError, match="sees no CUDA GPU.*--device cpu"):
+        resolve_device("cuda")
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        resolve_device("tpu")
+    assert describe_device(torch.device("cpu"), 3) == "CPU, 3 threads"
+
+
+def test_peak_memory_measures_an_allocation():
+    mb = peak_memory_mb(lambda: torch.ones(64 * 2**20 // 4).sum(), torch.device("cpu"))
+    if mb is None:
+        pytest.skip("this system cannot reset the peak resident memory (/proc/self/clear_refs)")
+    assert 60 <= mb <= 80  # the 64 MB tensor, plus a little
+
+
+def test_measure_faster_times_both_and_leaves_inputs_alone():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 2, 6, 6, generator=g, requires_grad=True)
+    off = torch.randn(1, 18, 6, 6, generator=g)
+    w = torch.randn(3, 2, 3, 3, generator=g)
+    name, medians = deform_conv.measure_faster((x, off, w, None, 1, 1, 1, None), repeats=1)
+    assert set(medians) == {"ours", "torchvision"} and name == min(medians, key=medians.get)
+    assert x.grad is None  # copies were timed, not the caller's tensors
+
+
+def test_training_on_cpu_device_argument(tmp_path):
+    from models.data import Split
+    from models.training import TrainConfig, predict, train
+
+    g = torch.Generator().manual_seed(0)
+    data = Split(torch.rand(16, 1, 28, 28, generator=g), torch.randint(0, 10, (16,), generator=g), "16 random")
+    model, log = train(TrainConfig(arch="deform", epochs=1, batch_size=8), data, progress=False, device="cpu")
+    assert log["steps"] == 2 and predict(model, data.images).shape == (16,)
+
+
+@needs_cuda
+def test_layer_on_cuda_equals_cpu():
+    torch.manual_seed(0)
+    layer = deform_conv.DeformConv2d(4, 6, 3, padding=1, modulated=True)
+    torch.nn.init.normal_(layer.offset_conv.weight, std=0.5)
+    x = torch.randn(2, 4, 9, 9)
+    for impl in ("ours", "torchvision", "auto"):
+        deform_conv.CUDA_IMPL = impl
+        try:
+            gpu = layer.cuda()(x.cuda()).cpu()
+        finally:
+            deform_conv.CUDA_IMPL = "auto"
+        assert torch.allclose(gpu, layer.cpu()(x), atol=1e-4), impl
+
+
+@needs_cuda
+def test_training_on_cuda_saves_a_cpu_checkpoint(tmp_path):
+    from models.data import Split
+    from models.training import TrainConfig, model_config, predict, train
+
+    g = torch.Generator().manual_seed(0)
+    data = Split(torch.rand(16, 1, 28, 28, generator=g), torch.randint(0, 10, (16,), generator=g), "16 random")
+    cfg = TrainConfig(arch="deform2", epochs=1, batch_size=8)
+    model, _ = train(cfg, data, progress=False, device="cuda")
+    assert next(model.parameters()).is_cuda
+    save_checkpoint(model, tmp_path / "m.pt", model_config(model, cfg), {})
+    loaded = load_checkpoint(tmp_path / "m.pt")
+    assert torch.equal(predict(loaded, data.images), predict(model, data.images))
