@@ -21,6 +21,7 @@ import viz
 from app_canvas import drawn_image
 from models.catalog import TWINS
 from models.discovery import DiscoveryError
+from models.runtime import add_device_argument, describe_device, resolve_device
 from viz.figures import (
     GRID_GREY,
     POINT_RED,
@@ -45,10 +46,16 @@ MODEL_PAIRS = {name: (desc, twin) for name, (twin, desc) in TWINS.items() if not
 CANVAS_KEY = "canvas"
 
 
+@st.cache_resource
+def device() -> torch.device:
+    """Where the models run: ``--device`` (default auto: the GPU when there is one)."""
+    return resolve_device(cli_args().device)
+
+
 @st.cache_resource(show_spinner="Loading checkpoints...")
 def load_model(name: str):
     # Shared by every browser session: viz.capture records per call, so sharing is safe.
-    return viz.load(name)
+    return viz.load(name, device())
 
 
 def cli_args() -> argparse.Namespace:
@@ -62,6 +69,7 @@ def cli_args() -> argparse.Namespace:
         help="a deformscope checkpoint of yours (python -m models.train): listed beside the shipped ones",
     )
     p.add_argument("--twin", default=None, help="its regular twin (default: the shipped regular model of its family)")
+    add_device_argument(p)
     return p.parse_known_args(sys.argv[1:])[0]
 
 
@@ -113,6 +121,11 @@ def set_unit(unit: tuple[int, int]) -> None:
     st.session_state["unit_row"], st.session_state["unit_col"] = unit
 
 
+def unit_from_sliders() -> None:
+    # a callback: the unit is set before the rerun that draws it (no second rerun)
+    st.session_state["unit"] = (st.session_state["unit_row"], st.session_state["unit_col"])
+
+
 st.title("deformscope: where does a deformable convolution look?")
 with st.expander("What am I looking at?", expanded=False):
     st.markdown(
@@ -136,6 +149,11 @@ with st.sidebar:
         help="Scenes: dense models on canvases with digits of many sizes. Single digit: the 28x28 MNIST classifiers."
         + (" Your model: the one named by --model on the command line." if USER_MODEL else ""),
     )
+    try:
+        st.caption(f"Models run on {describe_device(device())}.")
+    except ValueError as exc:  # --device cuda on a machine without a GPU
+        st.error(str(exc))
+        st.stop()
     st.header("Points")
     levels = st.slider("Levels (layers back-projected)", 1, 3, 3, key="levels")
     method = st.radio(
@@ -231,7 +249,6 @@ if image is None:
         st.info("Choose a sample digit, draw one, or upload an image to see where the layers look.")
     st.stop()
 
-t0 = time.perf_counter()
 key = ia.image_key(image, ckpt)
 cached = st.session_state.get("analysis")
 if cached is None or cached.key != key:
@@ -265,99 +282,132 @@ with left:
         key="probs",
     )
 
-with right:
+
+@st.fragment
+def unit_views(analysis: ia.Analysis, deform_model, regular_model, levels: int, method: str) -> None:
+    """Everything that depends on the chosen unit. A fragment: a click, a slider or a tab switch
+    reruns only this, not the input column, the prediction or the sidebar."""
+    t0 = time.perf_counter()
+    caps = {"deformable": analysis.deform, "regular twin": analysis.regular}
     unit = st.session_state.get("unit", ia.default_unit(analysis))
+    for k in ("digit_view", "density_units"):
+        # Streamlit drops the state of widgets a run does not draw; a closed tab's widgets are not
+        # drawn, so their choices are carried over by re-assigning them (as Streamlit's docs advise)
+        if k in st.session_state:
+            st.session_state[k] = st.session_state[k]
+    # Lazy tabs: only the open tab's content runs and is sent, so a click redraws one chart,
+    # not five (switching tabs reruns the page).
     tab_points, tab_levels, tab_offsets, tab_density, tab_dilation = st.tabs(
-        ["Sampling points", "Level by level", "Offset field", "Sampling density", "Effective dilation"]
+        ["Sampling points", "Level by level", "Offset field", "Sampling density", "Effective dilation"],
+        key="digit_tabs",
+        on_change="rerun",
     )
     with tab_points:
-        view = st.radio(
-            "View",
-            VIEWS,
-            horizontal=True,
-            key="digit_view",
-            help="Where the layers sample, or what the unit really uses (DCNv2's views).",
-        )
+        if tab_points.open:
+            view = st.radio(
+                "View",
+                VIEWS,
+                horizontal=True,
+                key="digit_view",
+                help="Where the layers sample, or what the unit really uses (DCNv2's views).",
+            )
 
-        def unit_chart():
-            if view == VIEWS[0]:
-                spec = unit_points_figure(analysis.deform, analysis.regular, unit, levels, method)
-            else:
-                entries = [
-                    {**view_data(m, c, unit, view, method), "title": n}
-                    for m, c, n in (
-                        (deform_model, analysis.deform, "deformable"),
-                        (regular_model, analysis.regular, "regular twin"),
-                    )
-                ]
-                spec = unit_view_figure(view, entries, unit)
-            return plotly_figure(spec, interactive=True, height=520)
+            def unit_chart():
+                if view == VIEWS[0]:
+                    spec = unit_points_figure(analysis.deform, analysis.regular, unit, levels, method)
+                else:
+                    entries = [
+                        {**view_data(m, c, unit, view, method), "title": n}
+                        for m, c, n in (
+                            (deform_model, analysis.deform, "deformable"),
+                            (regular_model, analysis.regular, "regular twin"),
+                        )
+                    ]
+                    spec = unit_view_figure(view, entries, unit)
+                return plotly_figure(spec, interactive=True, height=520)
 
-        fig = memo("points", (unit, levels, method, view), unit_chart)
-        event = st.plotly_chart(fig, key="points_chart", on_select="rerun", selection_mode="points")
-        clicked = ia.new_click(event, st.session_state, "last_click")
-        if clicked is not None and clicked != unit:
-            set_unit(clicked)
-            st.rerun()
-        c1, c2 = st.columns(2)
-        row = c1.slider("Unit row", 0, 13, key="unit_row")
-        col = c2.slider("Unit column", 0, 13, key="unit_col")
-        if (row, col) != unit:
-            st.session_state["unit"] = (row, col)
-            st.rerun()
-        pts = viz.backproject(analysis.deform, unit, levels=levels, method=method)
-        st.caption(f"Unit {unit}: {count_note(pts)}. Left the deformable model, right its regular twin.")
-        if analysis.deform.top.modulated:
-            st.caption("DCNv2: a point's opacity is its modulation weight (the product of the masks along its path).")
+            fig = memo("points", (unit, levels, method, view), unit_chart)
+            st.plotly_chart(
+                fig,
+                key="points_chart",
+                on_select=ia.click_handler(st.session_state, "points_chart", "last_click", set_unit),
+                selection_mode="points",
+            )
+            c1, c2 = st.columns(2)
+            # the sliders show the unit (their state is dropped while another tab is open)
+            st.session_state["unit_row"], st.session_state["unit_col"] = unit
+            c1.slider("Unit row", 0, 13, key="unit_row", on_change=unit_from_sliders)
+            c2.slider("Unit column", 0, 13, key="unit_col", on_change=unit_from_sliders)
+            pts = viz.backproject(analysis.deform, unit, levels=levels, method=method)
+            st.caption(f"Unit {unit}: {count_note(pts)}. Left the deformable model, right its regular twin.")
+            if analysis.deform.top.modulated:
+                st.caption(
+                    "DCNv2: a point's opacity is its modulation weight (the product of the masks along its path)."
+                )
     with tab_levels:
-        st.caption(
-            "The recursion: the top layer's 9 samples, then 9 for each of those, and so on. Grey lines join each sample to its parent."
-        )
-        st.plotly_chart(
-            memo(
-                "levels",
-                (unit, method),
-                lambda: plotly_figure(levels_figure(analysis.deform, unit, method), interactive=True, height=420),
-            ),
-            key="levels_chart",
-        )
+        if tab_levels.open:
+            st.caption(
+                "The recursion: the top layer's 9 samples, then 9 for each of those, and so on. Grey lines join each sample to its parent."
+            )
+            st.plotly_chart(
+                memo(
+                    "levels",
+                    (unit, method),
+                    lambda: plotly_figure(levels_figure(analysis.deform, unit, method), interactive=True, height=420),
+                ),
+                key="levels_chart",
+            )
     with tab_offsets:
-        st.caption("Per layer, the learned offset averaged over the 9 taps at each unit, in input pixels.")
-        st.plotly_chart(
-            memo(
-                "offsets", (), lambda: plotly_figure(offset_field_figure(analysis.deform), interactive=True, height=440)
-            ),
-            key="offsets",
-        )
+        if tab_offsets.open:
+            st.caption("Per layer, the learned offset averaged over the 9 taps at each unit, in input pixels.")
+            st.plotly_chart(
+                memo(
+                    "offsets",
+                    (),
+                    lambda: plotly_figure(offset_field_figure(analysis.deform), interactive=True, height=440),
+                ),
+                key="offsets",
+            )
     with tab_density:
-        units = st.radio(
-            "Units",
-            ["all", "digit"],
-            horizontal=True,
-            key="density_units",
-            help="all: every top-layer unit's samples; digit: only units whose centre lies on ink",
-        )
-        st.caption("How often each pixel is sampled by the chosen units' back-projected points.")
-        st.plotly_chart(
-            memo(
-                "density",
-                (units, method),
-                lambda: plotly_figure(density_figure(caps, units, method), interactive=True, height=380),
-            ),
-            key="density",
-        )
+        if tab_density.open:
+            units = st.radio(
+                "Units",
+                ["all", "digit"],
+                horizontal=True,
+                key="density_units",
+                help="all: every top-layer unit's samples; digit: only units whose centre lies on ink",
+            )
+            st.caption("How often each pixel is sampled by the chosen units' back-projected points.")
+            st.plotly_chart(
+                memo(
+                    "density",
+                    (units, method),
+                    lambda: plotly_figure(density_figure(caps, units, method), interactive=True, height=380),
+                ),
+                key="density",
+            )
     with tab_dilation:
-        stats = memo("dilation_stats", (), lambda: {name: viz.dilation_summary(cap) for name, cap in caps.items()})
-        c1, c2 = st.columns(2)
-        c1.metric("Deformable, on the digit", f"{stats['deformable']['digit']:.2f} px")
-        c2.metric("Deformable, on the background", f"{stats['deformable']['background']:.2f} px")
-        st.caption(
-            f"Regular twin: {stats['regular twin']['all']:.2f} px everywhere. Effective dilation = mean distance between adjacent taps' samples (Dai et al. 2017)."
-        )
-        st.plotly_chart(
-            memo("dilation", (), lambda: plotly_figure(dilation_figure(analysis.deform), interactive=True, height=380)),
-            key="dilation",
-        )
+        if tab_dilation.open:
+            stats = memo("dilation_stats", (), lambda: {name: viz.dilation_summary(cap) for name, cap in caps.items()})
+            c1, c2 = st.columns(2)
+            c1.metric("Deformable, on the digit", f"{stats['deformable']['digit']:.2f} px")
+            c2.metric("Deformable, on the background", f"{stats['deformable']['background']:.2f} px")
+            st.caption(
+                f"Regular twin: {stats['regular twin']['all']:.2f} px everywhere. Effective dilation = mean distance between adjacent taps' samples (Dai et al. 2017)."
+            )
+            st.plotly_chart(
+                memo(
+                    "dilation",
+                    (),
+                    lambda: plotly_figure(dilation_figure(analysis.deform), interactive=True, height=380),
+                ),
+                key="dilation",
+            )
     st.caption(
-        f"Server time for this update: {1e3 * (time.perf_counter() - t0):.0f} ms (capture {1e3 * analysis.seconds:.0f} ms when the digit changed)."
+        f"Server time for these views: {1e3 * (time.perf_counter() - t0):.0f} ms "
+        f"(capture of both models {1e3 * analysis.seconds:.0f} ms when the digit changed)."
     )
+
+
+with right:
+    unit_views(analysis, deform_model, regular_model, levels, method)

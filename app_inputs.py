@@ -10,6 +10,7 @@ import hashlib
 import io
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -179,3 +180,18 @@ __all__ = [
     "preview",
     "unit_from_selection",
 ]
+
+
+def click_handler(
+    state: Any, chart_key: str, last_key: str, set_unit: Callable[[tuple[int, int]], None]
+) -> Callable[[], None]:
+    """An ``on_select`` callback for the chart ``chart_key``: the clicked unit is set before the
+    script reruns, so one rerun draws it (reading the click in the script body would need a
+    second rerun to redraw, doubling what a click costs)."""
+
+    def on_select() -> None:
+        clicked = new_click(state.get(chart_key), state, last_key)
+        if clicked is not None:
+            set_unit(clicked)
+
+    return on_select

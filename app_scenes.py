@@ -215,6 +215,52 @@ def roi_section(load_model, inp: SceneInput) -> None:
     )
 
 
+@st.fragment
+def unit_panel(
+    a, models: tuple[nn.Module, nn.Module], names: tuple[str, str], inp, levels: int, method: str, overlay: bool
+) -> None:
+    """The chosen unit's view and caption. A fragment: a click or a view switch reruns only this,
+    not the input column, the overview or the RoI section."""
+    deform, regular = models
+    name, twin = names
+    heights = inp.boxes[:, 3] - inp.boxes[:, 1]
+    ho, wo = a.deform.top.out_size
+    unit = st.session_state["scene_unit"]
+    unit = (min(unit[0], ho - 1), min(unit[1], wo - 1))
+    view = st.radio(
+        "View",
+        VIEWS,
+        horizontal=True,
+        key="scene_view",
+        help="Where the layers sample, or what the unit really uses (DCNv2's views): the gradient of its response "
+        "per pixel, its samples weighted by gradient x value, the smallest region that keeps its response.",
+    )
+    if view == VIEWS[0]:
+        spec = unit_points_figure(a.deform, a.regular, unit, levels, method, overlay, names=(name, f"{twin} (twin)"))
+    else:
+        spec = unit_view_figure(view, views(a, (deform, regular), (name, f"{twin} (twin)"), unit, view, method), unit)
+    fig = plotly_figure(spec, interactive=True)
+    st.plotly_chart(
+        fig,
+        key="scene_chart",
+        on_select=ia.click_handler(st.session_state, "scene_chart", "scene_last_click", _set_unit),
+        selection_mode="points",
+    )
+    d = unit_digits(a.deform, inp.boxes)[unit]
+    where = (
+        "the background"
+        if d < 0
+        else f"digit {int(d) + 1} ({SIZE_NAMES[int(size_class(heights[int(d) : int(d) + 1]))]}, {int(heights[d])} px)"
+    )
+    dil_d = float(viz.effective_dilation(a.deform)[unit])
+    dil_r = float(viz.effective_dilation(a.regular)[unit])
+    st.caption(
+        f"Unit {unit} lies on {where}: {9**levels} sampling points at level {levels} ({method} method); "
+        f"effective dilation of its top-layer filter {dil_d:.1f} px (regular twin {dil_r:.1f} px). "
+        "Click any unit to move it. Colours: the model's predicted digit classes."
+    )
+
+
 def page(load_model, levels: int, method: str, own: dict[str, tuple[str, str]] | None = None) -> None:
     """The scene mode, below the page title; ``load_model(name)`` is the app's cached loader;
     ``own``: the user's scene checkpoints from the command line, path -> (description, twin)."""
@@ -246,9 +292,6 @@ def page(load_model, levels: int, method: str, own: dict[str, tuple[str, str]] |
         # a new picture: start on its largest digit; rescaling or drawing on keeps the unit
         st.session_state["scene_base"] = inp.base
         _set_unit(picks["large"] or picks["small"] or picks["background"] or (8, 8))
-    unit = st.session_state["scene_unit"]
-    ho, wo = a.deform.top.out_size
-    unit = (min(unit[0], ho - 1), min(unit[1], wo - 1))
 
     with left:
         st.image(inp.image[0].numpy(), caption=f"model input ({SCENE_SIZE}x{SCENE_SIZE})", width=256, clamp=True)
@@ -272,41 +315,7 @@ def page(load_model, levels: int, method: str, own: dict[str, tuple[str, str]] |
             st.caption("No separate digits found in the ink.")
 
     with right:
-        view = st.radio(
-            "View",
-            VIEWS,
-            horizontal=True,
-            key="scene_view",
-            help="Where the layers sample, or what the unit really uses (DCNv2's views): the gradient of its response "
-            "per pixel, its samples weighted by gradient x value, the smallest region that keeps its response.",
-        )
-        if view == VIEWS[0]:
-            spec = unit_points_figure(
-                a.deform, a.regular, unit, levels, method, overlay, names=(name, f"{twin} (twin)")
-            )
-        else:
-            spec = unit_view_figure(
-                view, views(a, (deform, regular), (name, f"{twin} (twin)"), unit, view, method), unit
-            )
-        fig = plotly_figure(spec, interactive=True)
-        event = st.plotly_chart(fig, key="scene_chart", on_select="rerun", selection_mode="points")
-        clicked = ia.new_click(event, st.session_state, "scene_last_click")
-        if clicked is not None and clicked != unit:
-            _set_unit(clicked)
-            st.rerun()
-        d = unit_digits(a.deform, inp.boxes)[unit]
-        where = (
-            "the background"
-            if d < 0
-            else f"digit {int(d) + 1} ({SIZE_NAMES[int(size_class(heights[int(d) : int(d) + 1]))]}, {int(heights[d])} px)"
-        )
-        dil_d = float(viz.effective_dilation(a.deform)[unit])
-        dil_r = float(viz.effective_dilation(a.regular)[unit])
-        st.caption(
-            f"Unit {unit} lies on {where}: {9**levels} sampling points at level {levels} ({method} method); "
-            f"effective dilation of its top-layer filter {dil_d:.1f} px (regular twin {dil_r:.1f} px). "
-            "Click any unit to move it. Colours: the model's predicted digit classes."
-        )
+        unit_panel(a, (deform, regular), (name, twin), inp, levels, method, overlay)
         st.subheader("At a glance: a background unit, a small digit, a large digit")
         # the deformable row only: the twin is already beside the main view
         triplet = scene_receptive_field_figure(a.deform, None, [picks], method, names=(name, ""))

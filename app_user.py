@@ -54,6 +54,11 @@ def _set_unit(unit: tuple[int, int]) -> None:
     st.session_state["user_unit_row"], st.session_state["user_unit_col"] = unit
 
 
+def _unit_from_sliders() -> None:
+    # a callback: the unit is set before the rerun that draws it (no second rerun)
+    st.session_state["user_unit"] = (st.session_state["user_unit_row"], st.session_state["user_unit_col"])
+
+
 def page(model: DiscoveredModel, levels: int, method: str) -> None:
     st.caption(f"Your model: {getattr(model, 'source', type(model.model).__name__)}")
     with st.expander("Deformable layers found", expanded=False):
@@ -85,45 +90,54 @@ def page(model: DiscoveredModel, levels: int, method: str) -> None:
         unit = (min(unit[0], ho - 1), min(unit[1], wo - 1))
         _set_unit(unit)
     with right:
-        tab_points, tab_levels, tab_offsets = st.tabs(["Sampling points", "Level by level", "Offset field"])
+        if "user_view" in st.session_state:  # kept while another tab is open (see app.py)
+            st.session_state["user_view"] = st.session_state["user_view"]
+        # lazy tabs: only the open one runs and is sent
+        tab_points, tab_levels, tab_offsets = st.tabs(
+            ["Sampling points", "Level by level", "Offset field"], key="user_tabs", on_change="rerun"
+        )
         with tab_points:
-            view = st.radio(
-                "View",
-                VIEWS,
-                horizontal=True,
-                key="user_view",
-                help="Where the layers sample, or what the unit really uses (DCNv2's views).",
-            )
-            if view == VIEWS[0]:
-                spec = unit_points_figure(cap, flat, unit, levels, method, overlay=False, names=NAMES)
-            else:
-                store = st.session_state.setdefault("user_views", {})
-                vkey = (key, unit, view, method)
-                if vkey not in store:
-                    store.clear()  # one at a time per session: memory stays bounded
-                    store[vkey] = [{**view_data(model, cap, unit, view, method), "title": NAMES[0]}]
-                spec = unit_view_figure(view, store[vkey], unit)
-            fig = plotly_figure(spec, interactive=True, height=520)
-            event = st.plotly_chart(fig, key="user_points_chart", on_select="rerun", selection_mode="points")
-            clicked = ia.new_click(event, st.session_state, "user_last_click")
-            if clicked is not None and clicked != unit:
-                _set_unit(clicked)
-                st.rerun()
-            c1, c2 = st.columns(2)
-            row = c1.slider("Unit row", 0, ho - 1, key="user_unit_row")
-            col = c2.slider("Unit column", 0, wo - 1, key="user_unit_col")
-            if (row, col) != unit:
-                st.session_state["user_unit"] = (row, col)  # the sliders already hold it
-                st.rerun()
-            pts = viz.backproject(cap, unit, levels=levels, method=method)
-            st.caption(
-                f"Unit {unit}: {count_note(pts)}. Left your model, right the same layers with offsets zero. "
-                "Click a unit to move it."
-            )
+            if tab_points.open:
+                view = st.radio(
+                    "View",
+                    VIEWS,
+                    horizontal=True,
+                    key="user_view",
+                    help="Where the layers sample, or what the unit really uses (DCNv2's views).",
+                )
+                if view == VIEWS[0]:
+                    spec = unit_points_figure(cap, flat, unit, levels, method, overlay=False, names=NAMES)
+                else:
+                    store = st.session_state.setdefault("user_views", {})
+                    vkey = (key, unit, view, method)
+                    if vkey not in store:
+                        store.clear()  # one at a time per session: memory stays bounded
+                        store[vkey] = [{**view_data(model, cap, unit, view, method), "title": NAMES[0]}]
+                    spec = unit_view_figure(view, store[vkey], unit)
+                fig = plotly_figure(spec, interactive=True, height=520)
+                st.plotly_chart(
+                    fig,
+                    key="user_points_chart",
+                    on_select=ia.click_handler(st.session_state, "user_points_chart", "user_last_click", _set_unit),
+                    selection_mode="points",
+                )
+                c1, c2 = st.columns(2)
+                st.session_state["user_unit_row"], st.session_state["user_unit_col"] = unit
+                c1.slider("Unit row", 0, ho - 1, key="user_unit_row", on_change=_unit_from_sliders)
+                c2.slider("Unit column", 0, wo - 1, key="user_unit_col", on_change=_unit_from_sliders)
+                pts = viz.backproject(cap, unit, levels=levels, method=method)
+                st.caption(
+                    f"Unit {unit}: {count_note(pts)}. Left your model, right the same layers with offsets zero. "
+                    "Click a unit to move it."
+                )
         with tab_levels:
-            st.plotly_chart(
-                plotly_figure(levels_figure(cap, unit, method), interactive=True, height=420), key="user_levels"
-            )
+            if tab_levels.open:
+                st.plotly_chart(
+                    plotly_figure(levels_figure(cap, unit, method), interactive=True, height=420), key="user_levels"
+                )
         with tab_offsets:
-            st.plotly_chart(plotly_figure(offset_field_figure(cap), interactive=True, height=440), key="user_offsets")
+            if tab_offsets.open:
+                st.plotly_chart(
+                    plotly_figure(offset_field_figure(cap), interactive=True, height=440), key="user_offsets"
+                )
     st.caption(f"Server time for this update: {1e3 * (time.perf_counter() - t0):.0f} ms.")

@@ -47,7 +47,7 @@ def test_bundled_digit_shows_prediction_and_points():
     assert _metric(at, "Deformable predicts") == "2"  # sample 1 is a 2
     assert _metric(at, "Regular twin predicts") == "2"
     assert any("Unit (7, 7): 729 sampling points (level 3)" in c.value for c in at.caption)
-    assert any("Server time for this update" in c.value for c in at.caption)
+    assert any("Server time for these views" in c.value for c in at.caption)
     at.number_input(key="sample_index").set_value(0).run()  # sample 0 is a 7
     assert not at.exception and _metric(at, "Deformable predicts") == "7"
 
@@ -214,3 +214,23 @@ def test_switching_input_source_and_back_keeps_the_drawing():
     assert not at.exception, [e.message for e in at.exception]
     assert not any("canvas is empty" in i.value for i in at.info)
     assert _metric(at, "Deformable predicts") == "7"  # the drawing came back
+
+
+def test_only_the_open_tab_runs_and_choices_survive_a_tab_switch():
+    from viz.figures import VIEWS
+
+    at = _run()
+    at.slider(key="unit_row").set_value(4).run()
+    at.radio(key="digit_view").set_value(VIEWS[1]).run()
+    labels = [m.label for m in at.metric]
+    assert "Deformable, on the digit" not in labels  # the dilation tab is closed: not computed
+    assert len(at.get("plotly_chart")) == 2  # the probabilities and the unit's view
+    at.session_state["digit_tabs"] = "Effective dilation"
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert "Deformable, on the digit" in [m.label for m in at.metric]
+    assert not any("Unit (" in c.value for c in at.caption)  # the points tab is closed
+    at.session_state["digit_tabs"] = "Sampling points"
+    at.run()
+    assert at.radio(key="digit_view").value == VIEWS[1]  # the view chosen before the switch
+    assert at.slider(key="unit_row").value == 4 and any("Unit (4, " in c.value for c in at.caption)
