@@ -18,7 +18,7 @@ import app_inputs as ia
 import app_scenes
 import app_user
 import viz
-from app_canvas import drawn_image
+from app_canvas import drawn_image, new_full_run
 from models.catalog import TWINS
 from models.discovery import DiscoveryError
 from models.runtime import add_device_argument, describe_device, resolve_device
@@ -41,6 +41,7 @@ from viz.support import view_data
 from viz.user_model import add_model_arguments, model_from_args
 
 st.set_page_config(page_title="deformscope", layout="wide")
+new_full_run()
 
 MODEL_PAIRS = {name: (desc, twin) for name, (twin, desc) in TWINS.items() if not name.startswith(("scene_", "roi_"))}
 CANVAS_KEY = "canvas"

@@ -206,7 +206,7 @@ async def session(
                 # next animation frame after a mouse move: move first and let it hover, as a person
                 # does, or the click can come before the hover and select nothing
                 await page.mouse.move(x, y, steps=2)
-                await page.wait_for_timeout(150)
+                await page.wait_for_timeout(500)
                 await page.mouse.click(x, y)
                 try:
                     await expect(page.get_by_text(f"Unit ({row}, {col}): 729 sampling points")).to_be_visible(

@@ -71,7 +71,7 @@ def _click_unit(page, charts, x: float, y: float, shown: str, attempts: int = 4)
         expect(charts).to_have_count(1)
         px, py = _unit_box_centre(page, charts.first, x, y)
         page.mouse.move(px, py, steps=2)
-        page.wait_for_timeout(150)
+        page.wait_for_timeout(500)
         t0 = time.perf_counter()
         page.mouse.click(px, py)
         try:
