@@ -135,7 +135,11 @@ READ_POINTS = """(gd) => {
     return t ? [Array.from(t.x), Array.from(t.y)] : null;
 }"""
 PLOTTED = """(gd) => new Promise(done => {
-    const check = () => (gd._fullLayout && gd._fullLayout.xaxis ? done(true) : setTimeout(check, 50));
+    // false after 3 s: the element may have been replaced by a newer chart before Plotly drew
+    // into it, and then it never will be (the caller looks up the chart again)
+    const start = Date.now();
+    const check = () => (gd._fullLayout && gd._fullLayout.xaxis ? done(true)
+        : Date.now() - start > 3000 ? done(false) : setTimeout(check, 50));
     check();
 })"""
 UNIT_TO_PAGE = """(gd, xy) => {
@@ -202,7 +206,10 @@ async def session(
                 await expect(charts).to_have_count(1)  # a rerun briefly shows the old and the new chart
                 await _idle(page)
                 chart = charts.first
-                await chart.evaluate(PLOTTED)  # the element can exist before Plotly has drawn into it
+                for _ in range(40):  # the element can exist before Plotly has drawn into it
+                    if await chart.evaluate(PLOTTED):
+                        break
+                    await expect(charts).to_have_count(1)
                 # the axes follow the points, so the chart is re-laid out after a new digit: wait
                 # until the unit's position on the page holds still, or the click lands elsewhere
                 x, y = await chart.evaluate(UNIT_TO_PAGE, [2 * col + 0.5, 2 * row + 0.5])

@@ -146,6 +146,17 @@ def test_page_sample_click_and_draw(server):
         timings["stroke end to points redrawn"] = time.perf_counter() - t0
         expect(page.locator('[data-testid="stException"]')).to_have_count(0)
         page.screenshot(path=str(ARTIFACTS / "app_e2e_drawn.png"), full_page=True)
+        drawn_prediction = metric.inner_text()
+
+        # Away to the samples and back: the drawing is still there and still analysed.
+        page.get_by_text("Sample digit", exact=True).click()
+        expect(page.get_by_text("MNIST test #")).to_be_visible()
+        _wait_idle(page)
+        page.get_by_text("Draw", exact=True).click()
+        expect(page.locator("canvas.upper-canvas").first).to_be_visible()
+        _wait_idle(page)
+        expect(page.get_by_text("The canvas is empty: draw a digit.")).to_have_count(0)
+        expect(metric).to_have_text(drawn_prediction)
 
         # A series of uploads, a huge picture among them: the page keeps answering (no "Cached
         # ForwardMsg MISS" lock-up: previews are small whatever the upload).
