@@ -134,18 +134,44 @@ READ_POINTS = """(gd) => {
     const t = gd._fullData.find(d => d.name && d.name.includes('sampling points'));
     return t ? [Array.from(t.x), Array.from(t.y)] : null;
 }"""
-PLOTTED = """(gd) => new Promise(done => {
-    // false after 3 s: the element may have been replaced by a newer chart before Plotly drew
-    // into it, and then it never will be (the caller looks up the chart again)
-    const start = Date.now();
-    const check = () => (gd._fullLayout && gd._fullLayout.xaxis ? done(true)
-        : Date.now() - start > 3000 ? done(false) : setTimeout(check, 50));
-    check();
-})"""
 UNIT_TO_PAGE = """(gd, xy) => {
+    // null until Plotly has drawn into the element (a newer chart may replace it before it does)
+    if (!gd._fullLayout || !gd._fullLayout.xaxis) return null;
     const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, r = gd.getBoundingClientRect();
     return [r.left + xa._offset + xa.l2p(xy[0]), r.top + ya._offset + ya.l2p(xy[1])];
 }"""
+
+
+SHOWN_AND_IDLE = """(text) => !document.querySelector('[data-testid="stStatusWidgetRunningIcon"]')
+    && document.body.textContent.includes(text)"""
+
+
+async def _shown(page, text: str, timeout: float = 120_000) -> None:
+    """Until ``text`` is on the page and no script run is in flight, checked on every animation
+    frame (``expect`` backs off to 1 s between checks, which would round the latencies up)."""
+    await page.wait_for_function(SHOWN_AND_IDLE, arg=text, polling="raf", timeout=timeout)
+
+
+async def _unit_position(charts, xy: list[float]) -> list[float]:
+    """Page position of data point ``xy`` in the single chart of ``charts``, once Plotly has
+    drawn it and the position holds still for 250 ms: the axes follow the points, so a new
+    digit re-lays the chart out, and the chart element itself can be replaced meanwhile (it is
+    looked up again every time)."""
+    from playwright.async_api import Error as PlaywrightError
+    from playwright.async_api import expect
+
+    last = None
+    for _ in range(80):
+        await expect(charts).to_have_count(1)  # a rerun briefly shows the old and the new chart
+        try:
+            pos = await charts.first.evaluate(UNIT_TO_PAGE, xy)
+        except PlaywrightError:  # the element went away between finding and reading it
+            pos = None
+        if pos is not None and pos == last:
+            return pos
+        last = pos
+        await asyncio.sleep(0.25)
+    raise RuntimeError("the chart did not settle within 20 s")
 
 
 async def _idle(page) -> None:
@@ -175,6 +201,7 @@ async def session(
     pid,
     verbose: bool = False,
 ):
+    from playwright.async_api import TimeoutError as PlaywrightTimeout
     from playwright.async_api import expect
 
     context = await browser.new_context(viewport={"width": 1400, "height": 1100})
@@ -193,8 +220,7 @@ async def session(
             box = page.get_by_label("Bundled test digit (0-99)")
             await box.fill(str(k))
             await box.press("Enter")
-            await expect(page.get_by_text(f"MNIST test #{int(truth.samples.test_indices[k])},")).to_be_visible()
-            await _idle(page)
+            await _shown(page, f"MNIST test #{int(truth.samples.test_indices[k])},")
             switch_s = time.perf_counter() - t0  # Enter to the new digit's page idle
             # then click a unit: row/col vary per session and step
             row, col = 2 + (s + i) % 10, 3 + (2 * s + i) % 9
@@ -203,22 +229,8 @@ async def session(
             # re-laid out) is lost: click again after a short wait; clicking the same unit twice is harmless
             for attempt in range(CLICK_ATTEMPTS):
                 charts = page.locator(".st-key-points_chart .js-plotly-plot")
-                await expect(charts).to_have_count(1)  # a rerun briefly shows the old and the new chart
                 await _idle(page)
-                chart = charts.first
-                for _ in range(40):  # the element can exist before Plotly has drawn into it
-                    if await chart.evaluate(PLOTTED):
-                        break
-                    await expect(charts).to_have_count(1)
-                # the axes follow the points, so the chart is re-laid out after a new digit: wait
-                # until the unit's position on the page holds still, or the click lands elsewhere
-                x, y = await chart.evaluate(UNIT_TO_PAGE, [2 * col + 0.5, 2 * row + 0.5])
-                for _ in range(20):
-                    await page.wait_for_timeout(250)
-                    settled = await chart.evaluate(UNIT_TO_PAGE, [2 * col + 0.5, 2 * row + 0.5])
-                    if settled == [x, y]:
-                        break
-                    x, y = settled
+                x, y = await _unit_position(charts, [2 * col + 0.5, 2 * row + 0.5])
                 # Plotly reports a click on the point it last hovered, and computes hovers on the
                 # next animation frame after a mouse move: move first and let it hover, as a person
                 # does, or the click can come before the hover and select nothing
@@ -227,16 +239,13 @@ async def session(
                 t_click = time.perf_counter()
                 await page.mouse.click(x, y)
                 try:
-                    await expect(page.get_by_text(f"Unit ({row}, {col}): 729 sampling points")).to_be_visible(
-                        timeout=10_000
-                    )
+                    await _shown(page, f"Unit ({row}, {col}): 729 sampling points", timeout=10_000)
                     break
-                except AssertionError:
+                except PlaywrightTimeout:
                     if attempt == CLICK_ATTEMPTS - 1:
                         raise
                     report.clicks_retried += 1
                     await _idle(page)
-            await _idle(page)
             # an update's latency: the digit switch plus the (successful) click to the page idle
             # again; the harness's own waits (layout settling, hovering, lost-click retries) are not
             # the app's and are left out (retries are counted in the summary)

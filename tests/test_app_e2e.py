@@ -56,7 +56,25 @@ def _wait_idle(page) -> None:
     expect(page.locator('[data-testid="stStatusWidgetRunningManIcon"]')).to_have_count(0)
 
 
-def _click_unit(page, charts, x: float, y: float, shown: str, attempts: int = 4) -> float:
+SETTLED = """([text, sel, trace]) => {
+    if (document.querySelector('[data-testid="stStatusWidgetRunningIcon"]')) return false;
+    if (!document.body.textContent.includes(text)) return false;
+    const gd = document.querySelector(sel);
+    return !!(gd && gd._fullData && gd._fullData.some(d => (d.name || '').startsWith(trace)));
+}"""
+
+
+def _settled(page, text: str, chart: str, trace: str, timeout: float = 10_000) -> None:
+    """Wait until the page shows ``text``, the chart ``chart`` (a CSS selector) has drawn a trace
+    whose name starts with ``trace``, and no script run is in flight; checked on every animation frame, so the
+    times measured are not rounded up by the test's polling (playwright's ``expect`` backs off
+    to 1 s between checks)."""
+    page.wait_for_function(SETTLED, arg=[text, chart, trace], polling="raf", timeout=timeout)
+
+
+def _click_unit(
+    page, chart_key: str, unit: tuple[int, int], x: float, y: float, shown: str, attempts: int = 4
+) -> float:
     """Click data point (x, y) of the single chart in ``charts`` until ``shown`` appears; returns
     the seconds from the (successful) click to the page idle with ``shown`` on it.
 
@@ -64,8 +82,10 @@ def _click_unit(page, charts, x: float, y: float, shown: str, attempts: int = 4)
     click on the point it last hovered, and computes hovers on the animation frame after a move.
     A slow machine can still be re-laying out the page, so a click that is lost is retried a
     bounded number of times; a click that never selects the unit still fails the test."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import expect
 
+    charts = page.locator(f".{chart_key} .js-plotly-plot")
     for attempt in range(attempts):
         _wait_idle(page)
         expect(charts).to_have_count(1)
@@ -75,10 +95,9 @@ def _click_unit(page, charts, x: float, y: float, shown: str, attempts: int = 4)
         t0 = time.perf_counter()
         page.mouse.click(px, py)
         try:
-            expect(page.get_by_text(shown)).to_be_visible(timeout=10_000)
-            _wait_idle(page)
+            _settled(page, shown, f".{chart_key} .js-plotly-plot", f"unit {unit}")
             return time.perf_counter() - t0
-        except AssertionError:
+        except PlaywrightTimeout:
             if attempt == attempts - 1:
                 raise
     raise AssertionError("unreachable")
@@ -124,7 +143,11 @@ def test_page_sample_click_and_draw(server):
 
         # Click the unit at row 3, column 10: pixel (x, y) = (2*10 + 0.5, 2*3 + 0.5).
         _wait_idle(page)
-        timings = {"click a unit": _click_unit(page, charts, 20.5, 6.5, "Unit (3, 10): 729 sampling points")}
+        timings = {
+            "click a unit": _click_unit(
+                page, "st-key-points_chart", (3, 10), 20.5, 6.5, "Unit (3, 10): 729 sampling points"
+            )
+        }
         expect(page.locator('[data-testid="stException"]')).to_have_count(0)
         page.screenshot(path=str(ARTIFACTS / "app_e2e.png"), full_page=True)
 
@@ -140,10 +163,9 @@ def test_page_sample_click_and_draw(server):
             page.mouse.move(box["x"] + px, box["y"] + py, steps=8)
         t0 = time.perf_counter()
         page.mouse.up()
-        expect(metric).to_be_visible()
-        expect(chart).to_contain_text("sampling points (level 3)")
-        _wait_idle(page)
+        _settled(page, "Deformable predicts", ".st-key-points_chart .js-plotly-plot", "unit (", timeout=30_000)
         timings["stroke end to points redrawn"] = time.perf_counter() - t0
+        expect(chart).to_contain_text("sampling points (level 3)")
         expect(page.locator('[data-testid="stException"]')).to_have_count(0)
         page.screenshot(path=str(ARTIFACTS / "app_e2e_drawn.png"), full_page=True)
         drawn_prediction = metric.inner_text()
@@ -223,30 +245,30 @@ def test_scene_mode_draw_two_digits_and_click_a_unit_on_each(server):
         _wait_idle(page)
         box = canvas.bounding_box()
 
-        def stroke(points: list[tuple[int, int]]) -> None:
+        def stroke(points: list[tuple[int, int]]) -> float:
+            """Draw a stroke; returns the time the mouse button went up."""
             page.mouse.move(box["x"] + points[0][0], box["y"] + points[0][1])
             page.mouse.down()
             for px, py in points[1:]:
                 page.mouse.move(box["x"] + px, box["y"] + py, steps=10)
             page.mouse.up()
+            return time.perf_counter()
 
-        t0 = time.perf_counter()
+        scene_chart = ".st-key-scene_chart .js-plotly-plot"
         stroke([(30, 30), (150, 30), (80, 220)])  # a large 7: scene pixels about (7..38, 7..55)
-        stroke([(190, 160), (230, 160), (205, 215)])  # a small 7: about (47..58, 40..54)
-        charts = page.locator(".st-key-scene_chart .js-plotly-plot")
         try:
-            expect(charts).to_have_count(1)
-        except AssertionError:
+            _settled(page, "Input: your drawing.", scene_chart, "unit (", timeout=30_000)
+        except Exception:
             page.screenshot(path=str(ARTIFACTS / "app_e2e_scene_failed.png"), full_page=True)
             raise
-        expect(page.get_by_text("Input: your drawing.")).to_be_visible()
-        _wait_idle(page)
-        stroke_s = time.perf_counter() - t0
-        timings = {"two strokes to points redrawn": stroke_s}
+        t0 = stroke([(190, 160), (230, 160), (205, 215)])  # a small 7: about (47..58, 40..54)
+        _settled(page, "small (", scene_chart, "unit (", timeout=30_000)  # the table lists the small digit
+        timings = {"stroke end to points redrawn": time.perf_counter() - t0}
+        expect(page.locator(scene_chart)).to_have_count(1)
         # unit (row, col) is centred on scene pixel (4 * col + 1.5, 4 * row + 1.5)
         for (row, col), shown in (((5, 5), "lies on digit 1 (large"), ((11, 12), "lies on digit 2 (small")):
             timings[f"click unit ({row}, {col})"] = _click_unit(
-                page, charts, 4 * col + 1.5, 4 * row + 1.5, f"Unit ({row}, {col}) {shown}"
+                page, "st-key-scene_chart", (row, col), 4 * col + 1.5, 4 * row + 1.5, f"Unit ({row}, {col}) {shown}"
             )
         expect(page.locator('[data-testid="stException"]')).to_have_count(0)
         page.screenshot(path=str(ARTIFACTS / "app_e2e_scene.png"), full_page=True)
