@@ -28,11 +28,12 @@ from torch import Tensor, nn
 from models.geometry import pair
 
 
-def _bilinear(features: Tensor, batch: Tensor, y: Tensor, x: Tensor) -> Tensor:
-    """``features`` ``(N, C, H, W)`` read at ``(y, x)`` ``(R, P)`` of image ``batch`` ``(R,)`` with
-    roi_align's rule: zero beyond one pixel outside, clamped to the border within it.
-    Returns ``(R, C, P)``."""
-    n, c, h, w = features.shape
+def _corners(size: tuple[int, int], batch: Tensor, y: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+    """The four bilinear neighbours of samples ``(y, x)`` ``(R, P)`` on image ``batch`` ``(R,)``
+    of a ``(N, C, H, W)`` map with roi_align's rule (zero beyond one pixel outside, clamped to the
+    border within it): row indices into the map viewed ``(N * H * W, C)`` and their weights,
+    each ``(R, P, 4)`` (a sample outside has weight zero)."""
+    h, w = size
     outside = (y < -1.0) | (y > h) | (x < -1.0) | (x > w)
     y, x = y.clamp_min(0), x.clamp_min(0)
     y0, x0 = y.floor().long(), x.floor().long()
@@ -44,15 +45,10 @@ def _bilinear(features: Tensor, batch: Tensor, y: Tensor, x: Tensor) -> Tensor:
     x = torch.where(x_top, x0.to(x.dtype), x)
     ly, lx = y - y0, x - x0
     hy, hx = 1 - ly, 1 - lx
-    # One index_select over the four corners of every sample: its backward is one index_add_,
-    # much faster than the scatter behind advanced indexing.
-    flat = features.permute(0, 2, 3, 1).reshape(n * h * w, c)
-    base = (batch.view(-1, 1) * (h * w)).expand_as(y0)
-    corners = torch.stack([y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1]) + base  # (4, R, P)
-    weights = torch.stack([hy * hx, hy * lx, ly * hx, ly * lx]).unsqueeze(-1)  # (4, R, P, 1)
-    val = (flat.index_select(0, corners.reshape(-1)).view(4, *y0.shape, c) * weights).sum(dim=0)  # (R, P, C)
-    val = val * (~outside).unsqueeze(-1).to(val.dtype)
-    return val.permute(0, 2, 1)
+    base = batch.view(-1, 1) * (h * w)
+    index = torch.stack([y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1], dim=-1) + base.unsqueeze(-1)
+    weight = torch.stack([hy * hx, hy * lx, ly * hx, ly * lx], dim=-1) * (~outside).unsqueeze(-1).to(y.dtype)
+    return index, weight
 
 
 def bin_geometry(
@@ -122,8 +118,15 @@ def deform_roi_pool(
     y = top[..., None, None] + frac.view(1, 1, 1, s, 1) * bin_h.view(-1, 1, 1, 1, 1)
     x = left[..., None, None] + frac.view(1, 1, 1, 1, s) * bin_w.view(-1, 1, 1, 1, 1)
     y, x = torch.broadcast_tensors(y, x)
-    vals = _bilinear(features, rois[:, 0].long(), y.reshape(r, -1), x.reshape(r, -1))  # (R, C, ph*pw*s*s)
-    return vals.view(r, -1, ph, pw, s * s).mean(dim=-1)
+    n, c, h, w = features.shape
+    index, weight = _corners((h, w), rois[:, 0].long(), y.reshape(r, -1), x.reshape(r, -1))  # (R, P, 4)
+    # A bin is a weighted sum of its s*s*4 corner reads (bilinear weights over s*s, the mean):
+    # one index_select of channel rows (its backward is one index_add_, much faster than the
+    # scatter behind advanced indexing) and one batched (1 x 4ss) @ (4ss x C) product per bin.
+    rows = features.permute(0, 2, 3, 1).reshape(n * h * w, c)
+    reads = rows.index_select(0, index.reshape(-1)).view(r * ph * pw, s * s * 4, c)
+    out = torch.bmm((weight / (s * s)).reshape(r * ph * pw, 1, s * s * 4), reads)  # (R*ph*pw, 1, C)
+    return out.view(r, ph, pw, c).permute(0, 3, 1, 2)
 
 
 class DeformRoIPool(nn.Module):
