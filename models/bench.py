@@ -4,11 +4,11 @@
 
 For each op: min / median / max wall times of the forward and of forward+backward, the ratios of
 medians measured in the same run, and the peak memory of one forward+backward above what its
-inputs already hold (CPU: the process's peak resident memory, reset before each op through
-/proc/self/clear_refs, with glibc told to hand large blocks back; CUDA: torch's peak allocated
-memory). Then the time of a training step of the digit classifiers (DCNv1, DCNv2, regular, batch
-128, 28x28) and what that makes an epoch of 10,000 digits; then deformable RoI pooling against
-roi_align. On CUDA, ours and torchvision's compiled op are both timed, and the layer uses the
+inputs already hold (CPU: the peak resident memory of a child process, reset before each op
+through /proc/self/clear_refs, with glibc told to hand large blocks back, in a child so that the
+times are not disturbed; CUDA: torch's peak allocated memory). Then the time of a training step
+of the digit classifiers (DCNv1, DCNv2, regular, batch 128, 28x28) and what that makes an epoch
+of 10,000 digits; then deformable RoI pooling against roi_align. On CUDA, ours and torchvision's compiled op are both timed, and the layer uses the
 faster one (models.deform_conv.CUDA_IMPL).
 """
 
@@ -63,7 +63,9 @@ def _glibc_hand_back() -> None:
 
 def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> float | None:
     """Peak memory (MB) one call of ``fn`` adds to what is already held; None where this system
-    cannot measure it."""
+    cannot measure it. On the CPU this changes how glibc allocates for the rest of the process
+    (big blocks mmapped, which makes later work slower): call it in a child process
+    (:func:`cpu_peaks`), never where times are measured."""
     gc.collect()
     if device.type == "cuda":
         synchronize(device)
@@ -86,9 +88,10 @@ def _mb(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.0f}"
 
 
-def bench_shape(
-    n: int, cin: int, cout: int, size: int, repeats: int, device: torch.device
-) -> dict[str, tuple[list[float], list[float], float | None]]:
+def _shape_ops(
+    n: int, cin: int, cout: int, size: int, device: torch.device
+) -> dict[str, tuple[Callable[[], object], Callable[[], None]]]:
+    """Forward and forward+backward of the three ops on one benchmark shape (inputs made once)."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(n, cin, size, size, generator=g).to(device).requires_grad_()
     w = torch.randn(cout, cin, 3, 3, generator=g).to(device).requires_grad_()
@@ -99,20 +102,45 @@ def bench_shape(
         "torchvision deform": lambda: tv_deform_conv2d(x, off, w, b, padding=1),
         "ours deform": lambda: deform_conv2d(x, off, w, b, padding=1),
     }
+
+    def fwd_bwd(op) -> None:
+        op().sum().backward()
+        for t in (x, w, b, off):
+            t.grad = None
+
+    return {name: (op, lambda op=op: fwd_bwd(op)) for name, op in ops.items()}
+
+
+def _cpu_peaks_child(n: int, cin: int, cout: int, size: int) -> dict[str, float | None]:
+    torch.set_num_threads(1)  # memory does not depend on threads; keep the child light
+    return {
+        name: peak_memory_mb(fwd_bwd, torch.device("cpu"))
+        for name, (_, fwd_bwd) in _shape_ops(n, cin, cout, size, torch.device("cpu")).items()
+    }
+
+
+def cpu_peaks(n: int, cin: int, cout: int, size: int) -> dict[str, float | None]:
+    """Peak MB of one forward+backward of each op on the CPU, measured in a fresh child process."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_cpu_peaks_child, (n, cin, cout, size))
+
+
+def bench_shape(
+    n: int, cin: int, cout: int, size: int, repeats: int, device: torch.device
+) -> dict[str, tuple[list[float], list[float], float | None]]:
     out = {}
-    for name, op in ops.items():
+    for name, (op, fwd_bwd) in _shape_ops(n, cin, cout, size, device).items():
         slow = name.startswith("torchvision") and device.type == "cpu"  # its CPU loop is very slow
         reps = max(1, repeats // 3) if slow else repeats
-
-        def fwd_bwd(op=op) -> None:
-            op().sum().backward()
-            for t in (x, w, b, off):
-                t.grad = None
-
         with torch.no_grad():
             fwd = time_runs(op, reps, device=device)
         fb = time_runs(fwd_bwd, reps, device=device)
-        out[name] = (fwd, fb, peak_memory_mb(fwd_bwd, device))
+        out[name] = (fwd, fb, peak_memory_mb(fwd_bwd, device) if device.type == "cuda" else None)
+    if device.type == "cpu":
+        peaks = cpu_peaks(n, cin, cout, size)
+        out = {name: (f, fb, peaks[name]) for name, (f, fb, _) in out.items()}
     return out
 
 
