@@ -176,7 +176,13 @@ def test_page_sample_click_and_draw(server):
         _wait_idle(page)
         page.get_by_text("Draw", exact=True).click()
         expect(page.locator("canvas.upper-canvas").first).to_be_visible()
-        _wait_idle(page)
+        page.wait_for_function(  # the sample's caption gone, a prediction shown, the run over
+            """() => !document.querySelector('[data-testid="stStatusWidgetRunningIcon"]')
+                && !document.body.textContent.includes('MNIST test #')
+                && document.body.textContent.includes('Deformable predicts')""",
+            polling="raf",
+            timeout=30_000,
+        )
         expect(page.get_by_text("The canvas is empty: draw a digit.")).to_have_count(0)
         assert metric.inner_text().split()[-1] == drawn_prediction
 
