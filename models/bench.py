@@ -18,7 +18,6 @@ import argparse
 import ctypes
 import gc
 import statistics
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from models.deform_conv import deform_conv2d
 from models.runtime import (
     add_device_argument,
     describe_device,
-    resolve_device,
+    device_or_exit,
     spread,
     synchronize,
     time_runs,
@@ -176,11 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     add_device_argument(p)
     args = p.parse_args(argv)
     threads = use_all_cpu_threads()
-    try:
-        device = resolve_device(args.device)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    device = device_or_exit(args.device)
     print(
         f"torch {torch.__version__} on {describe_device(device, threads)}; 3x3 kernel, padding 1; "
         f"ms as min / median / max of {args.repeats} runs; ratios of medians; "

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from models.data import DEFAULT_DATA_DIR, DataError, load
 from models.nets import ARCHS
-from models.runtime import add_device_argument, describe_device, resolve_device, use_all_cpu_threads
+from models.runtime import add_device_argument, describe_device, device_or_exit, use_all_cpu_threads
 from models.training import TrainConfig, accuracy, train
 from models.transforms import RANGES, TEST_SEED, describe, parse_augment
 
@@ -232,11 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         threads = args.threads
     else:
         threads = use_all_cpu_threads()
-    try:
-        device = resolve_device(args.device)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    device = device_or_exit(args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     runs_file = out / "runs.jsonl"

@@ -7,6 +7,7 @@ import argparse
 import itertools
 import os
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -71,6 +72,16 @@ def resolve_device(name: str = "auto") -> torch.device:
     raise ValueError(f"unknown device {name!r}: use one of {', '.join(DEVICES)}")
 
 
+def device_or_exit(name: str) -> torch.device:
+    """:func:`resolve_device` for a command's ``--device``: a bad one prints the reason and exits
+    with status 2, as argparse does for a bad option."""
+    try:
+        return resolve_device(name)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device",
@@ -129,6 +140,7 @@ __all__ = [
     "atomic_write_text",
     "default_file_mode",
     "describe_device",
+    "device_or_exit",
     "model_device",
     "resolve_device",
     "spread",

@@ -97,3 +97,12 @@ def test_training_on_cuda_saves_a_cpu_checkpoint(tmp_path):
     save_checkpoint(model, tmp_path / "m.pt", model_config(model, cfg), {})
     loaded = load_checkpoint(tmp_path / "m.pt")
     assert torch.equal(predict(loaded, data.images), predict(model, data.images))
+
+
+def test_a_command_refuses_an_unknown_device(capsys):
+    from models import evaluate
+
+    with pytest.raises(SystemExit) as exc:
+        evaluate.main(["no_such.pt", "--device", "tpu"])
+    assert exc.value.code == 2
+    assert "unknown device 'tpu'" in capsys.readouterr().err

@@ -17,7 +17,7 @@ import torch
 from PIL import Image, ImageDraw
 
 import viz
-from models.runtime import add_device_argument, describe_device, resolve_device, spread, time_runs, use_all_cpu_threads
+from models.runtime import add_device_argument, describe_device, device_or_exit, spread, time_runs, use_all_cpu_threads
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,11 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     add_device_argument(p)
     args = p.parse_args(argv)
     threads = use_all_cpu_threads()
-    try:
-        device = resolve_device(args.device)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    device = device_or_exit(args.device)
     try:
         model = viz.load(args.checkpoint, device)
     except viz.CheckpointError as exc:

@@ -31,7 +31,7 @@ from PIL import Image, UnidentifiedImageError
 
 import viz
 from models.catalog import twin_of
-from models.runtime import add_device_argument, describe_device, resolve_device, use_all_cpu_threads
+from models.runtime import add_device_argument, describe_device, device_or_exit, use_all_cpu_threads
 from models.scenes import size_class
 from models.transforms import rotate_scale
 from viz.figures import (
@@ -309,11 +309,7 @@ def export_user_model(args: argparse.Namespace, out: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     threads = use_all_cpu_threads()
-    try:
-        args.device = resolve_device(args.device)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    args.device = device_or_exit(args.device)
     print(f"models run on {describe_device(args.device, threads)}", flush=True)
     if args.model:
         return export_user_model(args, Path(args.out))
