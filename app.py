@@ -89,16 +89,7 @@ def read_canvas():
     """The drawing canvas (kept across input switches); returns an image or None. Failure to
     load the component is reported."""
     try:
-        return drawn_image(
-            CANVAS_KEY,
-            stroke_width=22,
-            stroke_color="#FFFFFF",
-            background_color="#000000",
-            height=280,
-            width=280,
-            drawing_mode="freedraw",
-            return_image_data=True,
-        )
+        return drawn_image(CANVAS_KEY, side=280, stroke_width=22)
     except Exception as exc:  # the component could not be registered
         st.warning(f"The drawing canvas is unavailable here ({exc}). Upload an image or pick a sample instead.")
         return None

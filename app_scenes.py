@@ -94,16 +94,7 @@ def _drawn_input() -> SceneInput | None:
     st.caption("Draw several digits of different sizes (white on black).")
     width = st.slider("Pen width", 4, 20, 9, key="scene_pen")
     try:
-        raw = drawn_image(
-            "scene_canvas",
-            stroke_width=width,
-            stroke_color="#FFFFFF",
-            background_color="#000000",
-            height=CANVAS_SIDE,
-            width=CANVAS_SIDE,
-            drawing_mode="freedraw",
-            return_image_data=True,
-        )
+        raw = drawn_image("scene_canvas", side=CANVAS_SIDE, stroke_width=width)
     except Exception as exc:  # the component could not be registered
         st.warning(f"The drawing canvas is unavailable here ({exc}). Pick a test scene or upload an image.")
         return None

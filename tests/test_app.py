@@ -126,10 +126,7 @@ def test_canvas_empty_then_drawn():
     rgba = Image.new("RGBA", (280, 280), (0, 0, 0, 255))
     ImageDraw.Draw(rgba).line([(60, 50), (200, 50), (110, 240)], fill=(255, 255, 255, 255), width=22)
     url = "data:image/png;base64," + base64.b64encode(_png(rgba)).decode()
-    at.session_state["canvas"] = {
-        "drawing": {"raw": {"objects": [{"type": "path"}]}, "data": url},
-        "backgroundFit": None,
-    }
+    at.session_state["canvas"] = {"png": url}  # what the canvas sends when a stroke ends
     at.run()
     assert not at.exception, [e.message for e in at.exception]
     assert _metric(at, "Deformable predicts") == "7"
@@ -163,13 +160,21 @@ def test_odd_aspect_uploads_show_a_bounded_preview_not_a_traceback():
 def test_cleared_canvas_shows_the_prompt_not_a_warning():
     at = _run()
     at.radio(key="source").set_value("Draw").run()
-    black = Image.new("RGBA", (280, 280), (0, 0, 0, 255))  # what the trash button leaves
-    url = "data:image/png;base64," + base64.b64encode(_png(black)).decode()
-    at.session_state["canvas"] = {"drawing": {"raw": {"objects": []}, "data": url}, "backgroundFit": None}
+    rgba = Image.new("RGBA", (280, 280), (0, 0, 0, 255))
+    ImageDraw.Draw(rgba).line([(60, 50), (200, 50), (110, 240)], fill=(255, 255, 255, 255), width=22)
+    at.session_state["canvas"] = {"png": "data:image/png;base64," + base64.b64encode(_png(rgba)).decode()}
+    at.run()
+    assert _metric(at, "Deformable predicts") == "7"
+    at.session_state["canvas"] = {"png": ""}  # what the Clear button sends
     at.run()
     assert not at.exception
     assert any("canvas is empty" in i.value for i in at.info)
-    assert not at.warning
+    assert not at.warning and not at.metric
+    at.radio(key="source").set_value("Sample digit").run()
+    if "canvas" in at.session_state:  # the unmounted component's value is gone, as in the browser
+        del at.session_state["canvas"]
+    at.radio(key="source").set_value("Draw").run()
+    assert any("canvas is empty" in i.value for i in at.info)  # cleared stays cleared
 
 
 def test_switching_checkpoint_keeps_the_unit():
@@ -200,10 +205,7 @@ def test_switching_input_source_and_back_keeps_the_drawing():
     rgba = Image.new("RGBA", (280, 280), (0, 0, 0, 255))
     ImageDraw.Draw(rgba).line([(60, 50), (200, 50), (110, 240)], fill=(255, 255, 255, 255), width=22)
     url = "data:image/png;base64," + base64.b64encode(_png(rgba)).decode()
-    at.session_state["canvas"] = {
-        "drawing": {"raw": {"objects": [{"type": "path"}]}, "data": url},
-        "backgroundFit": None,
-    }
+    at.session_state["canvas"] = {"png": url}  # what the canvas sends when a stroke ends
     at.run()
     assert _metric(at, "Deformable predicts") == "7"
     at.radio(key="source").set_value("Sample digit").run()

@@ -1,49 +1,68 @@
-"""The canvas wrapper: the drawing survives leaving the page, and the component's arguments do
-not change while it stays on the page (changing them re-draws the component, which sends its
-value again and reruns the page: an endless loop)."""
+"""The canvas wrapper: what it hands the component, what it returns, and that a drawing survives
+leaving the page. The component itself is replaced by a stand-in that records its arguments
+and answers like the browser side (a PNG data URL when a stroke ends, "" after Clear)."""
 
 from __future__ import annotations
 
-import sys
-import types
+import base64
+import io
 
+from PIL import Image, ImageDraw
 from streamlit.testing.v1 import AppTest
 
 
 def _script():
     import streamlit as st
 
-    from app_canvas import drawn_image, new_full_run
+    import app_canvas
 
-    new_full_run()
+    app_canvas.new_full_run()
     if st.session_state.get("show", True):
-        drawn_image("c", height=10, width=10)
+        img = app_canvas.drawn_image("c", side=64, stroke_width=5)
+        st.session_state["got"] = None if img is None else img.size
 
 
-def test_canvas_arguments_fixed_while_shown_and_restored_when_back(monkeypatch):
-    passed = []
+class _Result:
+    def __init__(self, png):
+        self.png = png
 
-    class Result:
-        _image_data_url = None
 
-        def __init__(self, n: int) -> None:
-            self.json_data = {"objects": [f"stroke {k}" for k in range(n)]}  # one more stroke per run
+def _stand_in(key, data, default, on_png_change):
+    import streamlit as st
 
-    def fake_canvas(initial_drawing=None, key=None, **kwargs):
-        passed.append(initial_drawing)
-        return Result(len(passed))
+    st.session_state.setdefault("calls", []).append(dict(data))
+    return _Result(st.session_state.get("sent"))
 
-    # the component itself cannot load outside a server: a stand-in module records its arguments
-    monkeypatch.setitem(sys.modules, "streamlit_drawable_canvas", types.SimpleNamespace(st_canvas=fake_canvas))
+
+def _png_url() -> str:
+    img = Image.new("RGBA", (64, 64), (0, 0, 0, 255))
+    ImageDraw.Draw(img).line([(10, 10), (50, 50)], fill=(255, 255, 255, 255), width=5)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def test_canvas_returns_strokes_keeps_them_away_and_clears(monkeypatch):
+    import app_canvas
+
+    monkeypatch.setattr(app_canvas, "_COMPONENT", _stand_in)
     at = AppTest.from_function(_script).run()
+    assert not at.exception and at.session_state["got"] is None  # nothing drawn yet
+    calls = at.session_state["calls"]
+    assert calls[-1]["initial"] is None and calls[-1]["width"] == 64 and calls[-1]["stroke_width"] == 5
+    url = _png_url()
+    at.session_state["sent"] = url  # a stroke ended
     at.run()
+    assert at.session_state["got"] == (64, 64)
     at.run()
-    assert not at.exception
-    assert passed == [None, None, None]  # drawn on, but the component's argument never changed
-    at.session_state["show"] = False
-    at.run()  # another input: the canvas leaves the page
+    assert at.session_state["calls"][-1]["initial"] is None  # unchanged while shown: no redraw
+    at.session_state["show"] = False  # another input: the canvas leaves the page
+    at.session_state["sent"] = None  # and its value with it
+    at.run()
     at.session_state["show"] = True
     at.run()
-    assert passed[-1] == {"objects": ["stroke 0", "stroke 1", "stroke 2"]}  # back: the saved drawing
+    assert at.session_state["calls"][-1]["initial"] == url  # back: it starts from the drawing
+    assert at.session_state["got"] == (64, 64)  # which is analysed before any new stroke
+    at.session_state["sent"] = ""  # Clear
     at.run()
-    assert passed[-1] == passed[-2]  # and fixed again while it stays
+    assert at.session_state["got"] is None

@@ -154,7 +154,7 @@ def test_page_sample_click_and_draw(server):
         # Draw: the empty canvas has no prediction; a stroke gives one.
         page.get_by_text("Draw", exact=True).click()
         expect(page.get_by_text("The canvas is empty: draw a digit.")).to_be_visible()
-        canvas = page.locator("canvas.upper-canvas").first
+        canvas = page.locator(".dscanvas canvas").first
         expect(canvas).to_be_visible()
         box = canvas.bounding_box()
         page.mouse.move(box["x"] + 60, box["y"] + 50)
@@ -175,7 +175,7 @@ def test_page_sample_click_and_draw(server):
         expect(page.get_by_text("MNIST test #")).to_be_visible()
         _wait_idle(page)
         page.get_by_text("Draw", exact=True).click()
-        expect(page.locator("canvas.upper-canvas").first).to_be_visible()
+        expect(page.locator(".dscanvas canvas").first).to_be_visible()
         page.wait_for_function(  # the sample's caption gone, a prediction shown, the run over
             """() => !document.querySelector('[data-testid="stStatusWidgetRunningIcon"]')
                 && !document.body.textContent.includes('MNIST test #')
@@ -185,6 +185,9 @@ def test_page_sample_click_and_draw(server):
         )
         expect(page.get_by_text("The canvas is empty: draw a digit.")).to_have_count(0)
         assert metric.inner_text().split()[-1] == drawn_prediction
+        page.get_by_role("button", name="Clear").click()  # the canvas's own Clear: the prompt again
+        expect(page.get_by_text("The canvas is empty: draw a digit.")).to_be_visible()
+        _wait_idle(page)
 
         # A series of uploads, a huge picture among them: the page keeps answering (no "Cached
         # ForwardMsg MISS" lock-up: previews are small whatever the upload).
@@ -246,7 +249,7 @@ def test_scene_mode_draw_two_digits_and_click_a_unit_on_each(server):
         expect(page.get_by_text("At a glance")).to_be_visible()  # a test scene is shown at once
         page.get_by_text("Draw", exact=True).click()
         expect(page.get_by_text("The canvas is empty: draw a few digits")).to_be_visible()
-        canvas = page.locator("canvas.upper-canvas").first
+        canvas = page.locator(".dscanvas canvas").first
         expect(canvas).to_be_visible()
         _wait_idle(page)
         box = canvas.bounding_box()

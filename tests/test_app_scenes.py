@@ -79,7 +79,7 @@ def test_upload_and_drawing_find_their_digits():
     buf = io.BytesIO()
     rgba.save(buf, format="PNG")
     url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-    at.session_state["scene_canvas"] = {"drawing": {"raw": {"objects": [{"type": "path"}]}, "data": url}}
+    at.session_state["scene_canvas"] = {"png": url}
     at.run()
     assert not at.exception, [e.message for e in at.exception]
     assert len(at.dataframe[0].value) == 2
