@@ -31,6 +31,7 @@ SCENE_MODELS = {name: desc for name, (_, desc) in TWINS.items() if name.startswi
 CANVAS_SIDE = 256  # the drawing canvas: 4 screen pixels per scene pixel
 SIZE_NAMES = ("small", "medium", "large")
 MAX_ANALYSES = 8  # per browser session: bounded memory however long someone plays
+ROI_KEYS = ("roi_digit", "roi_shift_x", "roi_shift_y", "roi_scale")
 
 
 @dataclass
@@ -307,12 +308,23 @@ def page(load_model, levels: int, method: str, own: dict[str, tuple[str, str]] |
 
     with right:
         unit_panel(a, (deform, regular), (name, twin), inp, levels, method, overlay)
-        st.subheader("At a glance: a background unit, a small digit, a large digit")
-        # the deformable row only: the twin is already beside the main view
-        triplet = scene_receptive_field_figure(a.deform, None, [picks], method, names=(name, ""))
-        if triplet.panels:
-            st.plotly_chart(plotly_figure(triplet, interactive=True, height=330), key="scene_triplet")
-        roi_section(load_model, inp)
+        for k in ROI_KEYS:  # kept while their tab is closed (Streamlit drops undrawn widgets' state)
+            if k in st.session_state:
+                st.session_state[k] = st.session_state[k]
+        # lazy tabs: a new drawing redraws the main view and the open tab, not both extra views
+        glance, roi = st.tabs(
+            ["At a glance: background, small, large", "Deformable RoI pooling"], key="scene_tabs", on_change="rerun"
+        )
+        with glance:
+            if glance.open:
+                st.subheader("At a glance: a background unit, a small digit, a large digit")
+                # the deformable row only: the twin is already beside the main view
+                triplet = scene_receptive_field_figure(a.deform, None, [picks], method, names=(name, ""))
+                if triplet.panels:
+                    st.plotly_chart(plotly_figure(triplet, interactive=True, height=330), key="scene_triplet")
+        with roi:
+            if roi.open:
+                roi_section(load_model, inp)
         st.caption(
             f"Server time for this update: {1e3 * (time.perf_counter() - t0):.0f} ms "
             f"(capture of both models {1e3 * a.seconds:.0f} ms when the scene changed)."

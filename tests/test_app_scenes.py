@@ -136,9 +136,18 @@ def test_every_view_of_a_unit_shows_for_both_models():
 
 def test_roi_pooling_section_moves_the_box_and_reads_the_digit():
     at = _run()
+    assert "Deformable RoI pooling reads" not in _captions(at)  # its tab is closed: not computed
+    at.session_state["scene_tabs"] = "Deformable RoI pooling"
+    at.run()
     text = _captions(at)
     assert "Deformable RoI pooling reads" in text and "plain RoI Align" in text
+    assert not at.subheader or not at.subheader[0].value.startswith("At a glance")  # the overview is closed
     at.slider(key="roi_shift_x").set_value(0.3).run()
     at.slider(key="roi_scale").set_value(1.3).run()
     assert not at.exception, [e.message for e in at.exception]
     assert "Deformable RoI pooling reads" in _captions(at)
+    at.session_state["scene_tabs"] = "At a glance: background, small, large"
+    at.run()
+    at.session_state["scene_tabs"] = "Deformable RoI pooling"
+    at.run()
+    assert at.slider(key="roi_scale").value == 1.3  # the box kept while the tab was closed
