@@ -282,11 +282,7 @@ def unit_views(analysis: ia.Analysis, deform_model, regular_model, levels: int, 
     t0 = time.perf_counter()
     caps = {"deformable": analysis.deform, "regular twin": analysis.regular}
     unit = st.session_state.get("unit", ia.default_unit(analysis))
-    for k in ("digit_view", "density_units"):
-        # Streamlit drops the state of widgets a run does not draw; a closed tab's widgets are not
-        # drawn, so their choices are carried over by re-assigning them (as Streamlit's docs advise)
-        if k in st.session_state:
-            st.session_state[k] = st.session_state[k]
+    ia.keep_widget_state(st.session_state, ("digit_view", "density_units"))  # choices in closed tabs
     # Lazy tabs: only the open tab's content runs and is sent, so a click redraws one chart,
     # not five (switching tabs reruns the page).
     tab_points, tab_levels, tab_offsets, tab_density, tab_dilation = st.tabs(

@@ -164,7 +164,33 @@ def default_unit(a: Analysis) -> tuple[int, int]:
     return centre_unit(a.deform)
 
 
+def click_handler(
+    state: Any, chart_key: str, last_key: str, set_unit: Callable[[tuple[int, int]], None]
+) -> Callable[[], None]:
+    """An ``on_select`` callback for the chart ``chart_key``: the clicked unit is set before the
+    script reruns, so one rerun draws it (reading the click in the script body would need a
+    second rerun to redraw, doubling what a click costs)."""
+
+    def on_select() -> None:
+        clicked = new_click(state.get(chart_key), state, last_key)
+        if clicked is not None:
+            set_unit(clicked)
+
+    return on_select
+
+
+def keep_widget_state(state: Any, keys: tuple[str, ...]) -> None:
+    """Carry the choices of widgets ``keys`` over a run that does not draw them (a closed lazy
+    tab): Streamlit drops an undrawn widget's state, unless the key is assigned afresh, as
+    Streamlit's docs advise."""
+    for k in keys:
+        if k in state:
+            state[k] = state[k]
+
+
 __all__ = [
+    "click_handler",
+    "keep_widget_state",
     "MAX_PIXELS",
     "MAX_UPLOAD_BYTES",
     "UPLOAD_TYPES",
@@ -180,18 +206,3 @@ __all__ = [
     "preview",
     "unit_from_selection",
 ]
-
-
-def click_handler(
-    state: Any, chart_key: str, last_key: str, set_unit: Callable[[tuple[int, int]], None]
-) -> Callable[[], None]:
-    """An ``on_select`` callback for the chart ``chart_key``: the clicked unit is set before the
-    script reruns, so one rerun draws it (reading the click in the script body would need a
-    second rerun to redraw, doubling what a click costs)."""
-
-    def on_select() -> None:
-        clicked = new_click(state.get(chart_key), state, last_key)
-        if clicked is not None:
-            set_unit(clicked)
-
-    return on_select

@@ -308,9 +308,7 @@ def page(load_model, levels: int, method: str, own: dict[str, tuple[str, str]] |
 
     with right:
         unit_panel(a, (deform, regular), (name, twin), inp, levels, method, overlay)
-        for k in ROI_KEYS:  # kept while their tab is closed (Streamlit drops undrawn widgets' state)
-            if k in st.session_state:
-                st.session_state[k] = st.session_state[k]
+        ia.keep_widget_state(st.session_state, ROI_KEYS)  # kept while their tab is closed
         # lazy tabs: a new drawing redraws the main view and the open tab, not both extra views
         glance, roi = st.tabs(
             ["At a glance: background, small, large", "Deformable RoI pooling"], key="scene_tabs", on_change="rerun"

@@ -90,8 +90,7 @@ def page(model: DiscoveredModel, levels: int, method: str) -> None:
         unit = (min(unit[0], ho - 1), min(unit[1], wo - 1))
         _set_unit(unit)
     with right:
-        if "user_view" in st.session_state:  # kept while another tab is open (see app.py)
-            st.session_state["user_view"] = st.session_state["user_view"]
+        ia.keep_widget_state(st.session_state, ("user_view",))  # kept while another tab is open
         # lazy tabs: only the open one runs and is sent
         tab_points, tab_levels, tab_offsets = st.tabs(
             ["Sampling points", "Level by level", "Offset field"], key="user_tabs", on_change="rerun"

@@ -29,8 +29,8 @@ unlike torchvision's per-point CPU loop.
 from __future__ import annotations
 
 import math
+import statistics
 import threading
-import time
 from collections.abc import Callable
 
 import torch
@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.geometry import IntPair, output_size, pair, sampling_positions
+from models.runtime import time_runs
 
 
 def deform_conv2d(
@@ -128,27 +129,15 @@ def measure_faster(args: tuple, repeats: int = 3) -> tuple[str, dict[str, float]
     """Which implementation runs ``deform_conv2d(*args)`` (forward and backward) faster on the
     arguments' device: ``(name, {name: median seconds})``. Inputs are detached copies, so the
     caller's graph is untouched; the device is synchronised around every timed run."""
-    dev = args[0].device
-
-    def sync() -> None:
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-
     copies = tuple(
         a.detach().clone().requires_grad_(a.is_floating_point()) if isinstance(a, Tensor) else a for a in args
     )
     medians = {}
     with torch.enable_grad():
         for name, fn in _implementations().items():
-            times = []
-            for r in range(repeats + 1):  # the first run warms up (kernels, allocator)
-                sync()
-                t0 = time.perf_counter()
-                fn(*copies).sum().backward()
-                sync()
-                if r:
-                    times.append(time.perf_counter() - t0)
-            medians[name] = sorted(times)[len(times) // 2]
+            # the warm-up run loads kernels and fills the allocator
+            times = time_runs(lambda fn=fn: fn(*copies).sum().backward(), repeats, device=args[0].device)
+            medians[name] = statistics.median(times)
     return min(medians, key=medians.__getitem__), medians
 
 

@@ -54,10 +54,13 @@ def use_all_cpu_threads() -> int:
 DEVICES = ("auto", "cpu", "cuda")
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto``: the GPU when torch sees one, else the CPU; ``cpu``; ``cuda`` (or ``cuda:N``).
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """``auto``: the GPU when torch sees one, else the CPU; ``cpu``; ``cuda`` (or ``cuda:N``); a
+    ``torch.device`` is returned as it is.
 
     Raises ValueError, in words, when CUDA is asked for and torch cannot use it."""
+    if isinstance(name, torch.device):
+        return name
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cpu":

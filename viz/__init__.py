@@ -45,8 +45,7 @@ def load(checkpoint: str | Path, device: str | torch.device = "cpu") -> nn.Modul
     elif not path.exists() and path.suffix == "":
         names = ", ".join(shipped_checkpoints()) or "none"
         raise CheckpointError(f"no checkpoint file or shipped checkpoint named {str(checkpoint)!r} (shipped: {names})")
-    dev = device if isinstance(device, torch.device) else resolve_device(device)
-    return load_checkpoint(path).to(dev)
+    return load_checkpoint(path).to(resolve_device(device))
 
 
 __all__ = [

@@ -74,7 +74,7 @@ def load_user_model(
         geometry=geometry,
     )
     found.source = f"{spec}" + (f" with {Path(weights).name}" if weights is not None else " (untrained weights)")  # type: ignore[assignment]
-    return found.to(device if isinstance(device, torch.device) else resolve_device(device))
+    return found.to(resolve_device(device))
 
 
 def prepare_for(
