@@ -285,6 +285,8 @@ def page(load_model, levels: int, method: str, own: dict[str, tuple[str, str]] |
         st.session_state["scene_base"] = inp.base
         _set_unit(picks["large"] or picks["small"] or picks["background"] or (8, 8))
 
+    with right:  # the main view first: what a stroke or a click is for reaches the page soonest
+        unit_panel(a, (deform, regular), (name, twin), inp, levels, method, overlay)
     with left:
         st.image(inp.image[0].numpy(), caption=f"model input ({SCENE_SIZE}x{SCENE_SIZE})", width=256, clamp=True)
         st.caption(f"Input: {inp.source}.")
@@ -307,7 +309,6 @@ def page(load_model, levels: int, method: str, own: dict[str, tuple[str, str]] |
             st.caption("No separate digits found in the ink.")
 
     with right:
-        unit_panel(a, (deform, regular), (name, twin), inp, levels, method, overlay)
         ia.keep_widget_state(st.session_state, ROI_KEYS)  # kept while their tab is closed
         # lazy tabs: a new drawing redraws the main view and the open tab, not both extra views
         glance, roi = st.tabs(

@@ -11,7 +11,8 @@ and the drawn sampling points out of the page and compares them with what ``viz`
 serially, in this process, for that digit and unit: a session that shows another session's
 points (the bug of hooks shared between threads) counts as a mismatch. Prints the number of
 updates, mismatches, errors, p50/p95 update latency (the digit switch plus the click, each from the
-action to the page idle; the harness's own waits and lost-click retries left out, retries counted) and the server's
+input to the new points drawn, timed in the page; the harness's own waits and lost-click retries
+left out, retries counted) and the server's
 resident memory before and after (and after the first 50 updates).
 """
 
@@ -33,6 +34,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+from pagewatch import ScriptRuns, arm_async, redrawn_async, wait_idle_async  # noqa: E402
 
 CLICK_ATTEMPTS = 8
 CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
@@ -142,14 +145,14 @@ UNIT_TO_PAGE = """(gd, xy) => {
 }"""
 
 
-SHOWN_AND_IDLE = """(text) => !document.querySelector('[data-testid="stStatusWidgetRunningIcon"]')
-    && document.body.textContent.includes(text)"""
+SHOWN = "(text) => document.body.textContent.includes(text)"
+CHART = ".st-key-points_chart .js-plotly-plot"
 
 
-async def _shown(page, text: str, timeout: float = 120_000) -> None:
-    """Until ``text`` is on the page and no script run is in flight, checked on every animation
-    frame (``expect`` backs off to 1 s between checks, which would round the latencies up)."""
-    await page.wait_for_function(SHOWN_AND_IDLE, arg=text, polling="raf", timeout=timeout)
+async def _shown(page, runs: ScriptRuns, text: str, timeout: float = 120_000) -> None:
+    """Until ``text`` is on the page and its script runs have ended."""
+    await page.wait_for_function(SHOWN, arg=text, polling="raf", timeout=timeout)
+    await wait_idle_async(page, runs, timeout=timeout / 1000)
 
 
 async def _unit_position(charts, xy: list[float]) -> list[float]:
@@ -172,13 +175,6 @@ async def _unit_position(charts, xy: list[float]) -> list[float]:
         last = pos
         await asyncio.sleep(0.25)
     raise RuntimeError("the chart did not settle within 20 s")
-
-
-async def _idle(page) -> None:
-    from playwright.async_api import expect
-
-    await expect(page.locator('[data-testid="stStatusWidgetRunningIcon"]')).to_have_count(0)
-    await expect(page.locator('[data-testid="stStatusWidgetRunningManIcon"]')).to_have_count(0)
 
 
 def _same(shown: list[list[float]] | None, expected: list[tuple[float, float]]) -> bool:
@@ -206,6 +202,7 @@ async def session(
 
     context = await browser.new_context(viewport={"width": 1400, "height": 1100})
     page = await context.new_page()
+    runs = ScriptRuns(page)
     page.set_default_timeout(120_000)
     expect.set_options(timeout=120_000)
     try:
@@ -215,41 +212,42 @@ async def session(
         i, step = 0, "open the page"
         while time.perf_counter() < deadline and (updates <= 0 or i < updates):
             k = (s * 13 + i * 7) % 100
-            t0 = time.perf_counter()
             step = f"switch to digit {k}"
             box = page.get_by_label("Bundled test digit (0-99)")
             await box.fill(str(k))
+            await arm_async(page, CHART, "unit (")
             await box.press("Enter")
-            await _shown(page, f"MNIST test #{int(truth.samples.test_indices[k])},")
-            switch_s = time.perf_counter() - t0  # Enter to the new digit's page idle
+            switch_s = await redrawn_async(page, timeout=120_000)  # Enter to the new digit's points drawn
+            await _shown(page, runs, f"MNIST test #{int(truth.samples.test_indices[k])},")
             # then click a unit: row/col vary per session and step
             row, col = 2 + (s + i) % 10, 3 + (2 * s + i) % 9
             step = f"click unit {(row, col)} on digit {k}"
             # a click that lands while the page is still settling (a rerun in flight, the chart being
             # re-laid out) is lost: click again after a short wait; clicking the same unit twice is harmless
             for attempt in range(CLICK_ATTEMPTS):
-                charts = page.locator(".st-key-points_chart .js-plotly-plot")
-                await _idle(page)
+                charts = page.locator(CHART)
+                await wait_idle_async(page, runs, timeout=120)
                 x, y = await _unit_position(charts, [2 * col + 0.5, 2 * row + 0.5])
                 # Plotly reports a click on the point it last hovered, and computes hovers on the
                 # next animation frame after a mouse move: move first and let it hover, as a person
                 # does, or the click can come before the hover and select nothing
                 await page.mouse.move(x, y, steps=2)
                 await page.wait_for_timeout(500)
-                t_click = time.perf_counter()
+                await arm_async(page, CHART, f"unit {(row, col)}")
                 await page.mouse.click(x, y)
                 try:
-                    await _shown(page, f"Unit ({row}, {col}): 729 sampling points", timeout=10_000)
+                    click_s = await redrawn_async(page, timeout=10_000)
+                    await _shown(page, runs, f"Unit ({row}, {col}): 729 sampling points", timeout=10_000)
                     break
                 except PlaywrightTimeout:
                     if attempt == CLICK_ATTEMPTS - 1:
                         raise
                     report.clicks_retried += 1
-                    await _idle(page)
-            # an update's latency: the digit switch plus the (successful) click to the page idle
-            # again; the harness's own waits (layout settling, hovering, lost-click retries) are not
-            # the app's and are left out (retries are counted in the summary)
-            report.latencies.append(switch_s + time.perf_counter() - t_click)
+                    await wait_idle_async(page, runs, timeout=120)
+            # an update's latency: the digit switch plus the (successful) click, each from the input
+            # to the new points drawn (timed in the page); the harness's own waits (layout settling,
+            # hovering, lost-click retries) are not the app's and are left out (retries are counted)
+            report.latencies.append(switch_s + click_s)
             if verbose:
                 print(f"session {s}, update {i + 1}: {report.latencies[-1]:.1f} s", flush=True)
             metric = page.locator('[data-testid="stMetric"]').filter(has_text="Deformable predicts")

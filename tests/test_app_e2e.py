@@ -13,6 +13,9 @@ import pytest
 
 from tests.conftest import REPO
 
+sys.path.insert(0, str(REPO / "scripts"))
+from pagewatch import ScriptRuns, arm, redrawn, wait_idle  # noqa: E402
+
 pytestmark = pytest.mark.e2e
 CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
 ARTIFACTS = REPO / "test-artifacts"
@@ -22,7 +25,6 @@ ARTIFACTS = REPO / "test-artifacts"
 def server():
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"no chromium at {CHROMIUM} (apt-get install chromium; .ci/run does this)")
-    sys.path.insert(0, str(REPO / "scripts"))
     from loadtest import start_server  # the one way this project starts the app for a browser
 
     proc, url = start_server()
@@ -48,35 +50,12 @@ def _unit_box_centre(page, chart, x: float, y: float) -> tuple[float, float]:
     )
 
 
-def _wait_idle(page) -> None:
-    """Wait until no script run is in flight, so a click lands on the final chart."""
-    from playwright.sync_api import expect
-
-    expect(page.locator('[data-testid="stStatusWidgetRunningIcon"]')).to_have_count(0)
-    expect(page.locator('[data-testid="stStatusWidgetRunningManIcon"]')).to_have_count(0)
-
-
-SETTLED = """([text, sel, trace]) => {
-    if (document.querySelector('[data-testid="stStatusWidgetRunningIcon"]')) return false;
-    if (!document.body.textContent.includes(text)) return false;
-    const gd = document.querySelector(sel);
-    return !!(gd && gd._fullData && gd._fullData.some(d => (d.name || '').startsWith(trace)));
-}"""
-
-
-def _settled(page, text: str, chart: str, trace: str, timeout: float = 10_000) -> None:
-    """Wait until the page shows ``text``, the chart ``chart`` (a CSS selector) has drawn a trace
-    whose name starts with ``trace``, and no script run is in flight; checked on every animation frame, so the
-    times measured are not rounded up by the test's polling (playwright's ``expect`` backs off
-    to 1 s between checks)."""
-    page.wait_for_function(SETTLED, arg=[text, chart, trace], polling="raf", timeout=timeout)
-
-
 def _click_unit(
-    page, chart_key: str, unit: tuple[int, int], x: float, y: float, shown: str, attempts: int = 4
-) -> float:
-    """Click data point (x, y) of the single chart in ``charts`` until ``shown`` appears; returns
-    the seconds from the (successful) click to the page idle with ``shown`` on it.
+    page, runs, chart_key: str, unit: tuple[int, int], x: float, y: float, shown: str, attempts: int = 4
+) -> tuple[float, float]:
+    """Click data point (x, y) of the single chart in ``chart_key`` until the chart shows
+    ``unit``'s points and the page ``shown``; returns the seconds from the (successful) click to
+    the points redrawn, and to the page's script runs ended (the server's part).
 
     The mouse moves onto the point first and rests there as a person's does: Plotly reports a
     click on the point it last hovered, and computes hovers on the animation frame after a move.
@@ -85,22 +64,34 @@ def _click_unit(
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import expect
 
-    charts = page.locator(f".{chart_key} .js-plotly-plot")
+    selector = f".{chart_key} .js-plotly-plot"
+    charts = page.locator(selector)
     for attempt in range(attempts):
-        _wait_idle(page)
+        wait_idle(page, runs)
         expect(charts).to_have_count(1)
         px, py = _unit_box_centre(page, charts.first, x, y)
         page.mouse.move(px, py, steps=2)
         page.wait_for_timeout(500)
+        arm(page, selector, f"unit {unit}")
         t0 = time.perf_counter()
         page.mouse.click(px, py)
         try:
-            _settled(page, shown, f".{chart_key} .js-plotly-plot", f"unit {unit}")
-            return time.perf_counter() - t0
+            drawn = redrawn(page, timeout=10_000)
         except PlaywrightTimeout:
             if attempt == attempts - 1:
                 raise
+            continue
+        wait_idle(page, runs)
+        expect(page.get_by_text(shown)).to_be_visible()
+        return drawn, runs.last_end - t0
     raise AssertionError("unreachable")
+
+
+def _report(mode: str, timings: dict[str, tuple[float, float]]) -> None:
+    for what, (drawn, done) in timings.items():
+        print(
+            f"end to end, {mode}, {what}: points redrawn {1e3 * drawn:.0f} ms (server runs ended {1e3 * done:.0f} ms)"
+        )
 
 
 def test_page_sample_click_and_draw(server):
@@ -122,6 +113,7 @@ def test_page_sample_click_and_draw(server):
         )
         page = browser.new_page(viewport={"width": 1500, "height": 1200})
         page.set_default_timeout(60_000)
+        runs = ScriptRuns(page)
         page.goto(server)
         page.locator('[data-testid="stSidebar"]').get_by_text("Single digit", exact=True).click()
         expect(page.get_by_text("Deformable predicts")).to_be_visible()
@@ -142,10 +134,9 @@ def test_page_sample_click_and_draw(server):
         expect(chart).to_contain_text("729 sampling points (level 3)")
 
         # Click the unit at row 3, column 10: pixel (x, y) = (2*10 + 0.5, 2*3 + 0.5).
-        _wait_idle(page)
         timings = {
             "click a unit": _click_unit(
-                page, "st-key-points_chart", (3, 10), 20.5, 6.5, "Unit (3, 10): 729 sampling points"
+                page, runs, "st-key-points_chart", (3, 10), 20.5, 6.5, "Unit (3, 10): 729 sampling points"
             )
         }
         expect(page.locator('[data-testid="stException"]')).to_have_count(0)
@@ -156,16 +147,20 @@ def test_page_sample_click_and_draw(server):
         expect(page.get_by_text("The canvas is empty: draw a digit.")).to_be_visible()
         canvas = page.locator(".dscanvas canvas").first
         expect(canvas).to_be_visible()
+        wait_idle(page, runs)
         box = canvas.bounding_box()
+        arm(page, ".st-key-points_chart .js-plotly-plot", "unit (")
         page.mouse.move(box["x"] + 60, box["y"] + 50)
         page.mouse.down()
         for px, py in [(130, 50), (200, 50), (170, 120), (140, 180), (110, 240)]:
             page.mouse.move(box["x"] + px, box["y"] + py, steps=8)
         t0 = time.perf_counter()
         page.mouse.up()
-        _settled(page, "Deformable predicts", ".st-key-points_chart .js-plotly-plot", "unit (", timeout=30_000)
-        timings["stroke end to points redrawn"] = time.perf_counter() - t0
-        expect(chart).to_contain_text("sampling points (level 3)")
+        drawn = redrawn(page)
+        wait_idle(page, runs)
+        timings["stroke"] = (drawn, runs.last_end - t0)
+        expect(metric).to_be_visible()
+        expect(page.locator(".st-key-points_chart .js-plotly-plot")).to_contain_text("sampling points (level 3)")
         expect(page.locator('[data-testid="stException"]')).to_have_count(0)
         page.screenshot(path=str(ARTIFACTS / "app_e2e_drawn.png"), full_page=True)
         drawn_prediction = metric.inner_text().split()[-1]  # the predicted digit
@@ -174,16 +169,16 @@ def test_page_sample_click_and_draw(server):
         # Away to the samples and back: the drawing is still there and still analysed.
         page.get_by_text("Sample digit", exact=True).click()
         expect(page.get_by_text("MNIST test #")).to_be_visible()
-        _wait_idle(page)
+        wait_idle(page, runs)
         page.get_by_text("Draw", exact=True).click()
         expect(page.locator(".dscanvas canvas").first).to_be_visible()
         expect(page.get_by_text("MNIST test #")).to_have_count(0)
         expect(metric).to_contain_text(drawn_prediction)  # the drawing's digit again (the sample is a 2)
-        _wait_idle(page)
+        wait_idle(page, runs)
         expect(page.get_by_text("The canvas is empty: draw a digit.")).to_have_count(0)
         page.get_by_role("button", name="Clear").click()  # the canvas's own Clear: the prompt again
         expect(page.get_by_text("The canvas is empty: draw a digit.")).to_be_visible()
-        _wait_idle(page)
+        wait_idle(page, runs)
 
         # A series of uploads, a huge picture among them: the page keeps answering (no "Cached
         # ForwardMsg MISS" lock-up: previews are small whatever the upload).
@@ -192,12 +187,11 @@ def test_page_sample_click_and_draw(server):
         for path, shown in files:
             page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(path))
             expect(page.get_by_text(shown).first).to_be_visible()
-            _wait_idle(page)
+            wait_idle(page, runs)
         expect(metric).to_contain_text("7")  # the last upload is a 7 and is analysed
         expect(page.locator('[data-testid="stException"]')).to_have_count(0)
         browser.close()
-    for what, seconds in timings.items():
-        print(f"end to end, digit mode, {what}: {1e3 * seconds:.0f} ms")
+    _report("digit mode", timings)
 
 
 def _upload_series(folder) -> list[tuple[object, str]]:
@@ -241,13 +235,14 @@ def test_scene_mode_draw_two_digits_and_click_a_unit_on_each(server):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
         page = browser.new_page(viewport={"width": 1500, "height": 1300})
         page.set_default_timeout(60_000)
+        runs = ScriptRuns(page)
         page.goto(server)
         expect(page.get_by_text("At a glance: a background unit")).to_be_visible()  # a test scene at once
         page.get_by_text("Draw", exact=True).click()
         expect(page.get_by_text("The canvas is empty: draw a few digits")).to_be_visible()
         canvas = page.locator(".dscanvas canvas").first
         expect(canvas).to_be_visible()
-        _wait_idle(page)
+        wait_idle(page, runs)
         box = canvas.bounding_box()
 
         def stroke(points: list[tuple[int, int]]) -> float:
@@ -260,20 +255,35 @@ def test_scene_mode_draw_two_digits_and_click_a_unit_on_each(server):
             return time.perf_counter()
 
         scene_chart = ".st-key-scene_chart .js-plotly-plot"
-        stroke([(30, 30), (150, 30), (80, 220)])  # a large 7: scene pixels about (7..38, 7..55)
-        try:
-            _settled(page, "Input: your drawing.", scene_chart, "unit (", timeout=30_000)
-        except Exception:
-            page.screenshot(path=str(ARTIFACTS / "app_e2e_scene_failed.png"), full_page=True)
-            raise
-        t0 = stroke([(190, 160), (230, 160), (205, 215)])  # a small 7: about (47..58, 40..54)
-        _settled(page, "small (", scene_chart, "unit (", timeout=30_000)  # the table lists the small digit
-        timings = {"stroke end to points redrawn": time.perf_counter() - t0}
+        timings = {}
+        # a large 7 (scene pixels about (7..38, 7..55)), then a small one (about (47..58, 40..54))
+        for what, points in (
+            ("stroke", [(30, 30), (150, 30), (80, 220)]),
+            ("second stroke", [(190, 160), (230, 160), (205, 215)]),
+        ):
+            arm(page, scene_chart, "unit (")
+            t0 = stroke(points)
+            try:
+                drawn = redrawn(page)
+                wait_idle(page, runs)
+            except Exception:
+                page.screenshot(path=str(ARTIFACTS / "app_e2e_scene_failed.png"), full_page=True)
+                raise
+            timings[what] = (drawn, runs.last_end - t0)
+            expect(page.get_by_text("Input: your drawing.")).to_be_visible()
+        # the table of digits lists the small one
+        page.wait_for_function("() => document.body.textContent.includes('small (')", timeout=10_000)
         expect(page.locator(scene_chart)).to_have_count(1)
         # unit (row, col) is centred on scene pixel (4 * col + 1.5, 4 * row + 1.5)
         for (row, col), shown in (((5, 5), "lies on digit 1 (large"), ((11, 12), "lies on digit 2 (small")):
             timings[f"click unit ({row}, {col})"] = _click_unit(
-                page, "st-key-scene_chart", (row, col), 4 * col + 1.5, 4 * row + 1.5, f"Unit ({row}, {col}) {shown}"
+                page,
+                runs,
+                "st-key-scene_chart",
+                (row, col),
+                4 * col + 1.5,
+                4 * row + 1.5,
+                f"Unit ({row}, {col}) {shown}",
             )
         expect(page.locator('[data-testid="stException"]')).to_have_count(0)
         page.screenshot(path=str(ARTIFACTS / "app_e2e_scene.png"), full_page=True)
@@ -282,5 +292,4 @@ def test_scene_mode_draw_two_digits_and_click_a_unit_on_each(server):
         expect(page.locator(".st-key-roi_chart .js-plotly-plot")).to_have_count(1)
         expect(page.locator('[data-testid="stException"]')).to_have_count(0)
         browser.close()
-    for what, seconds in timings.items():
-        print(f"end to end, {what}: {1e3 * seconds:.0f} ms")
+    _report("scene mode", timings)

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import plotly.graph_objects as go
 
 from models.runtime import atomic_write
 from viz.figures import FigureSpec, Layer, Panel
@@ -164,177 +165,178 @@ def plotly_figure(spec: FigureSpec, interactive: bool = False, height: int | Non
     """A Plotly figure of the spec. ``interactive=True`` (the app): no title or caption (the page
     shows them), width follows the page, clicks select points (``units`` layers carry their
     (row, col) as customdata), no drag-zoom."""
-    from plotly.subplots import make_subplots
+    # built as plain data and validated once: building it trace by trace with make_subplots and
+    # update_* re-validated every property on every call (~45 ms per figure, the app's largest
+    # server cost after the capture)
+    return go.Figure(plotly_dict(spec, interactive, height))
 
+
+def plotly_dict(spec: FigureSpec, interactive: bool = False, height: int | None = None) -> dict:
+    """The spec as a Plotly figure in its JSON form: ``{"data": [...], "layout": {...}}``, one
+    subplot per panel on a grid of ``spec.ncols`` columns."""
     n = len(spec.panels)
     ncols = min(spec.ncols, n)
     nrows = math.ceil(n / ncols)
-    fig = make_subplots(
-        rows=nrows,
-        cols=ncols,
-        subplot_titles=[p.title for p in spec.panels],
-        # colour bars sit between panels: leave them room
-        horizontal_spacing=(0.22 if any(p.heat is not None for p in spec.panels) else 0.12 / max(ncols - 1, 1) + 0.04),
-        vertical_spacing=0.3 / nrows,
-    )
+    # colour bars sit between panels: leave them room
+    h_gap = 0.22 if any(p.heat is not None for p in spec.panels) else 0.12 / max(ncols - 1, 1) + 0.04
+    v_gap = 0.3 / nrows
+    width = (1 - h_gap * (ncols - 1)) / ncols
+    tall = (1 - v_gap * (nrows - 1)) / nrows
+    data: list[dict] = []
+    layout: dict = {"annotations": [], "barmode": "group", "template": "plotly_white"}
     shown: set[str] = set()
     for i, panel in enumerate(spec.panels):
-        r, c = i // ncols + 1, i % ncols + 1
-        add_panel_traces(fig, panel, row=r, col=c, shown=shown, axis=i + 1)
-    fig.update_layout(barmode="group")
+        r, c = divmod(i, ncols)
+        x_dom = [c * (width + h_gap), c * (width + h_gap) + width]
+        y_top = 1 - r * (tall + v_gap)
+        y_dom = [y_top - tall, y_top]
+        suffix = "" if i == 0 else str(i + 1)
+        xaxis, yaxis = _panel_axes(panel, f"x{suffix}", f"y{suffix}")
+        layout[f"xaxis{suffix}"] = {**xaxis, "anchor": f"y{suffix}", "domain": x_dom}
+        layout[f"yaxis{suffix}"] = {**yaxis, "anchor": f"x{suffix}", "domain": y_dom}
+        if panel.title:
+            layout["annotations"].append(
+                {
+                    "text": panel.title, "x": sum(x_dom) / 2, "y": y_top, "xref": "paper", "yref": "paper",
+                    "xanchor": "center", "yanchor": "bottom", "showarrow": False, "font": {"size": 16},
+                }
+            )  # fmt: skip
+        for trace in panel_traces(panel, shown, colorbar_x=x_dom[1] + 0.01):
+            data.append({**trace, "xaxis": f"x{suffix}", "yaxis": f"y{suffix}"})
     if interactive:
-        fig.update_layout(
-            height=height or 460 * nrows + 60,
-            margin={"l": 40, "r": 10, "t": 40, "b": 40},
-            legend={"orientation": "h", "y": -0.12},
-            clickmode="event+select",
-            dragmode=False,
-            template="plotly_white",
-        )
-        return fig
-    fig.update_layout(title=spec.title, height=330 * nrows + 120, width=330 * ncols + 80, template="plotly_white")
-    fig.add_annotation(
-        text=spec.caption, xref="paper", yref="paper", x=0, y=-0.08, showarrow=False, align="left", font={"size": 10}
-    )
-    return fig
+        layout |= {
+            "height": height or 460 * nrows + 60,
+            "margin": {"l": 40, "r": 10, "t": 40, "b": 40},
+            "legend": {"orientation": "h", "y": -0.12},
+            "clickmode": "event+select",
+            "dragmode": False,
+        }
+        return {"data": data, "layout": layout}
+    layout |= {"title": {"text": spec.title}, "height": 330 * nrows + 120, "width": 330 * ncols + 80}
+    layout["annotations"].append(
+        {
+            "text": spec.caption, "xref": "paper", "yref": "paper", "x": 0, "y": -0.08, "showarrow": False,
+            "align": "left", "font": {"size": 10},
+        }
+    )  # fmt: skip
+    return {"data": data, "layout": layout}
 
 
-def add_panel_traces(
-    fig,
-    panel: Panel,
-    row: int | None = None,
-    col: int | None = None,
-    shown: set[str] | None = None,
-    axis: int = 1,
-) -> None:
-    import plotly.graph_objects as go
+def _panel_axes(panel: Panel, x_id: str, y_id: str) -> tuple[dict, dict]:
+    """The panel's x and y axis settings: titles, ranges, and for image panels equal pixel
+    aspect (the y axis scaled to its own x axis)."""
+    xaxis: dict = {"title": {"text": panel.xlabel}}
+    yaxis: dict = {"title": {"text": panel.ylabel}}
+    if panel.extent is not None:
+        x0, x1, y0, y1 = panel.extent
+        xaxis |= {"range": [x0, x1], "constrain": "domain"}
+        yaxis |= {"range": [y0, y1], "scaleanchor": x_id, "constrain": "domain"}
+    if panel.xrange is not None:
+        xaxis["range"] = list(panel.xrange)
+    if panel.yrange is not None:
+        yaxis["range"] = list(panel.yrange)
+    return xaxis, yaxis
 
+
+def panel_traces(panel: Panel, shown: set[str] | None = None, colorbar_x: float = 1.02) -> list[dict]:
+    """Plotly traces (JSON form) drawing one panel: its image, heat map, segmentation overlay and
+    layers. A layer's label enters the legend once: labels already in ``shown`` (updated here)
+    are drawn without a legend entry."""
     shown = shown if shown is not None else set()
-    kw = {"row": row, "col": col} if row is not None else {}
+    traces: list[dict] = []
     if panel.image is not None:
-        fig.add_trace(
-            go.Heatmap(z=panel.image, colorscale="gray", zmin=0, zmax=1, showscale=False, hoverinfo="skip"), **kw
-        )
+        # 8-bit grey levels: a quarter of float32's bytes, and the screen shows no more
+        grey = np.round(np.clip(panel.image, 0, 1) * 255).astype(np.uint8)
+        traces.append(
+            {"type": "heatmap", "z": grey, "colorscale": "gray", "zmin": 0, "zmax": 255, "showscale": False,
+             "hoverinfo": "skip"}
+        )  # fmt: skip
     if panel.heat is not None:
         scale = {"hot": "Hot", "viridis": "Viridis"}.get(panel.heat_colors, panel.heat_colors)
-        fig.add_trace(
-            go.Heatmap(
-                z=panel.heat,
-                colorscale=scale,
-                colorbar={"title": {"text": panel.heat_title}, "len": 0.8, "x": _colorbar_x(fig, row, col)},
-                hovertemplate=f"x %{{x}}, y %{{y}}: %{{z:.2f}} {panel.heat_title}<extra></extra>",
-                name=panel.title,
-            ),
-            **kw,
+        traces.append(
+            {
+                "type": "heatmap",
+                "z": np.asarray(panel.heat, dtype=np.float32),
+                "colorscale": scale,
+                "colorbar": {"title": {"text": panel.heat_title}, "len": 0.8, "x": colorbar_x},
+                "hovertemplate": f"x %{{x}}, y %{{y}}: %{{z:.2f}} {panel.heat_title}<extra></extra>",
+                "name": panel.title,
+            }
         )
     if panel.labels is not None:
         # a second heat map over the image (Plotly draws image traces under heat maps): class k in
         # colour k, NaN (no class) transparent
         n = len(panel.label_colors)
         scale = [[edge / n, c] for k, c in enumerate(panel.label_colors) for edge in (k, k + 1)]
-        fig.add_trace(
-            go.Heatmap(
-                z=panel.labels + 0.5,  # class k sits mid-band in the discrete colour scale
-                zmin=0,
-                zmax=n,
-                colorscale=scale,
-                opacity=0.45,
-                showscale=False,
-                hoverinfo="skip",
-                name="segmentation",
-            ),
-            **kw,
+        traces.append(
+            {
+                "type": "heatmap",
+                "z": (panel.labels + 0.5).astype(np.float32),  # class k sits mid-band in the discrete scale
+                "zmin": 0,
+                "zmax": n,
+                "colorscale": scale,
+                "opacity": 0.45,
+                "showscale": False,
+                "hoverinfo": "skip",
+                "name": "segmentation",
+            }
         )
     for layer in panel.layers:
-        legend = layer.label not in shown
+        traces.extend(_layer_traces(layer, legend=layer.label not in shown))
         shown.add(layer.label)
-        common = {"name": layer.label, "showlegend": legend, "legendgroup": layer.label}
-        if layer.kind == "points":
-            marker = {"color": layer.color, "size": (layer.sizes / 4 if layer.sizes is not None else 4)}
-            if layer.alphas is not None:
-                r, g, b = (round(255 * v) for v in _rgba(layer.color)[:3])
-                marker["color"] = [f"rgba({r},{g},{b},{a:.3f})" for a in layer.alphas]
-            fig.add_trace(
-                go.Scatter(x=layer.x, y=layer.y, mode="markers", marker=marker, hoverinfo="skip", **common), **kw
-            )
-        elif layer.kind == "units":
-            fig.add_trace(
-                go.Scatter(
-                    x=layer.x,
-                    y=layer.y,
-                    mode="markers",
-                    marker={"symbol": "square", "size": 14, "color": "rgba(44,160,44,0.06)", "line": {"width": 0}},
-                    customdata=layer.custom,
-                    hovertemplate="unit (row %{customdata[0]}, col %{customdata[1]})<extra></extra>",
-                    **common,
-                ),
-                **kw,
-            )
-        elif layer.kind == "unit":
-            fig.add_trace(
-                go.Scatter(
-                    x=layer.x,
-                    y=layer.y,
-                    mode="markers",
-                    marker={"symbol": "square-open", "size": 14, "color": layer.color, "line": {"width": 3}},
-                    **common,
-                ),
-                **kw,
-            )
-        elif layer.kind == "segments":
-            xs = np.stack([layer.x, layer.x2, np.full_like(layer.x, np.nan)], 1).flatten()
-            ys = np.stack([layer.y, layer.y2, np.full_like(layer.y, np.nan)], 1).flatten()
-            fig.add_trace(
-                go.Scatter(
-                    x=xs, y=ys, mode="lines", line={"color": layer.color, "width": 0.6}, hoverinfo="skip", **common
-                ),
-                **kw,
-            )
-        elif layer.kind == "arrows":
-            xs = np.stack([layer.x, layer.x + layer.x2, np.full_like(layer.x, np.nan)], 1).flatten()
-            ys = np.stack([layer.y, layer.y + layer.y2, np.full_like(layer.y, np.nan)], 1).flatten()
-            fig.add_trace(
-                go.Scatter(x=xs, y=ys, mode="lines", line={"color": layer.color, "width": 1.2}, **common), **kw
-            )
-            fig.add_trace(
-                go.Scatter(
-                    x=layer.x + layer.x2,
-                    y=layer.y + layer.y2,
-                    mode="markers",
-                    marker={"size": 3, "color": layer.color},
-                    showlegend=False,
-                    hoverinfo="skip",
-                ),
-                **kw,
-            )
-        elif layer.kind == "curve":
-            fig.add_trace(
-                go.Scatter(x=layer.x, y=layer.y, mode="lines+markers", line={"color": layer.color}, **common), **kw
-            )
-        elif layer.kind == "bars":
-            fig.add_trace(go.Bar(x=layer.x, y=layer.y, marker_color=layer.color, **common), **kw)
-    axis_kw = {"title_text": panel.xlabel}
-    fig.update_xaxes(**axis_kw, **kw)
-    if panel.extent is not None:
-        x0, x1, y0, y1 = panel.extent
-        fig.update_xaxes(range=[x0, x1], constrain="domain", **kw)
-        # equal pixel aspect within each subplot: its y axis is anchored to its own x axis
-        anchor = "x" if axis == 1 else f"x{axis}"
-        fig.update_yaxes(range=[y0, y1], title_text=panel.ylabel, scaleanchor=anchor, constrain="domain", **kw)
-    else:
-        fig.update_yaxes(title_text=panel.ylabel, **kw)
-    if panel.xrange is not None:
-        fig.update_xaxes(range=list(panel.xrange), **kw)
-    if panel.yrange is not None:
-        fig.update_yaxes(range=list(panel.yrange), **kw)
+    return traces
 
 
-def _colorbar_x(fig, row: int | None, col: int | None) -> float:
-    """Put a subplot's colour bar just right of that subplot, not over its neighbour."""
-    if row is None:
-        return 1.02
-    ax = fig.get_subplot(row, col).xaxis
-    return float(ax.domain[1]) + 0.01
+def _layer_traces(layer: Layer, legend: bool) -> list[dict]:
+    common = {"type": "scatter", "name": layer.label, "showlegend": legend, "legendgroup": layer.label}
+    x, y = _f32(layer.x), _f32(layer.y)
+    if layer.kind == "points":
+        marker: dict = {"color": layer.color, "size": (_f32(layer.sizes) / 4 if layer.sizes is not None else 4)}
+        if layer.alphas is not None:
+            # one number per point, not one colour string per point (strings are validated and
+            # sent one by one)
+            marker["opacity"] = _f32(layer.alphas)
+        return [{**common, "x": x, "y": y, "mode": "markers", "marker": marker, "hoverinfo": "skip"}]
+    if layer.kind == "units":
+        return [
+            {
+                **common,
+                "x": x,
+                "y": y,
+                "mode": "markers",
+                "marker": {"symbol": "square", "size": 14, "color": "rgba(44,160,44,0.06)", "line": {"width": 0}},
+                "customdata": np.asarray(layer.custom),
+                "hovertemplate": "unit (row %{customdata[0]}, col %{customdata[1]})<extra></extra>",
+            }
+        ]
+    if layer.kind == "unit":
+        marker = {"symbol": "square-open", "size": 14, "color": layer.color, "line": {"width": 3}}
+        return [{**common, "x": x, "y": y, "mode": "markers", "marker": marker}]
+    if layer.kind == "segments":
+        xs = np.stack([x, _f32(layer.x2), np.full_like(x, np.nan)], 1).flatten()
+        ys = np.stack([y, _f32(layer.y2), np.full_like(y, np.nan)], 1).flatten()
+        line = {"color": layer.color, "width": 0.6}
+        return [{**common, "x": xs, "y": ys, "mode": "lines", "line": line, "hoverinfo": "skip"}]
+    if layer.kind == "arrows":
+        tip_x, tip_y = x + _f32(layer.x2), y + _f32(layer.y2)
+        xs = np.stack([x, tip_x, np.full_like(x, np.nan)], 1).flatten()
+        ys = np.stack([y, tip_y, np.full_like(y, np.nan)], 1).flatten()
+        return [
+            {**common, "x": xs, "y": ys, "mode": "lines", "line": {"color": layer.color, "width": 1.2}},
+            {"type": "scatter", "x": tip_x, "y": tip_y, "mode": "markers", "marker": {"size": 3, "color": layer.color},
+             "showlegend": False, "hoverinfo": "skip"},
+        ]  # fmt: skip
+    if layer.kind == "curve":
+        return [{**common, "x": x, "y": y, "mode": "lines+markers", "line": {"color": layer.color}}]
+    if layer.kind == "bars":
+        return [{**common, "type": "bar", "x": x, "y": y, "marker": {"color": layer.color}}]
+    raise ValueError(f"unknown layer kind {layer.kind!r}")
+
+
+def _f32(values) -> np.ndarray:
+    """Coordinates as float32: Plotly sends numeric arrays packed, and float64 doubles the bytes
+    for precision no screen shows."""
+    return np.asarray(values, dtype=np.float32)
 
 
 def render_html(spec: FigureSpec, path: Path) -> Path:

@@ -1,0 +1,104 @@
+"""viz.render's Plotly side: the figure data it builds is the spec's, panel for panel."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import plotly.io as pio
+import pytest
+
+from viz.figures import FigureSpec, Layer, Panel
+from viz.render import plotly_dict, plotly_figure
+
+
+def _spec(ncols: int = 2) -> FigureSpec:
+    rng = np.random.default_rng(0)
+    image = rng.random((8, 10))
+    labels = np.full((8, 10), np.nan)
+    labels[2:5, 3:6] = 7
+    points = Layer(
+        "points", np.array([1.0, 2.5, 9.0]), np.array([0.5, 3.0, 7.5]), "pts", alphas=np.array([0.1, 0.5, 1])
+    )
+    units = Layer("units", np.array([1.5, 5.5]), np.array([1.5, 1.5]), "units", custom=np.array([[0, 0], [0, 1]]))
+    arrows = Layer("arrows", np.array([1.0]), np.array([2.0]), "offsets", x2=np.array([0.5]), y2=np.array([-1.0]))
+    panels = [
+        Panel(
+            "first", image, [units, points], extent=(-0.5, 9.5, 7.5, -0.5), labels=labels, label_colors=("#000",) * 10
+        ),
+        Panel("second", image, [points, arrows], extent=(-0.5, 9.5, 7.5, -0.5)),
+        Panel("heat", None, [], heat=image, heat_title="gradient (max 1)", extent=(-0.5, 9.5, 7.5, -0.5)),
+    ]
+    return FigureSpec("t", "A title", "A caption", panels, ncols=ncols)
+
+
+def test_one_subplot_per_panel_on_the_grid():
+    fig = plotly_dict(_spec(ncols=2))
+    lay = fig["layout"]
+    # 3 panels on 2 columns: row 1 holds panels 1-2, row 2 panel 3; no axes for the empty cell
+    assert {k for k in lay if k.startswith(("xaxis", "yaxis"))} == {
+        "xaxis",
+        "yaxis",
+        "xaxis2",
+        "yaxis2",
+        "xaxis3",
+        "yaxis3",
+    }
+    x1, x2, x3 = lay["xaxis"]["domain"], lay["xaxis2"]["domain"], lay["xaxis3"]["domain"]
+    y1, y3 = lay["yaxis"]["domain"], lay["yaxis3"]["domain"]
+    assert x1[0] == 0 and x2[1] == pytest.approx(1) and x1[1] < x2[0]  # side by side, apart
+    assert x3 == x1 and y3[1] < y1[0]  # panel 3 below panel 1
+    # each y axis keeps pixels square against its own x axis, and the image's y runs downwards
+    assert lay["yaxis2"]["scaleanchor"] == "x2" and lay["yaxis2"]["range"] == [7.5, -0.5]
+    assert [a["text"] for a in lay["annotations"]][:3] == ["first", "second", "heat"]
+    assert lay["annotations"][3]["text"] == "A caption" and lay["title"]["text"] == "A title"
+    # every trace is drawn in its own panel's axes
+    axes = [(t["xaxis"], t["yaxis"]) for t in fig["data"]]
+    assert axes.count(("x", "y")) == 4 and axes.count(("x2", "y2")) == 4 and axes.count(("x3", "y3")) == 1
+
+
+def test_traces_carry_the_specs_data():
+    spec = _spec()
+    fig = plotly_dict(spec)
+    first = [t for t in fig["data"] if t["xaxis"] == "x"]
+    image, seg, units, points = first
+    # the image as 8-bit grey levels
+    assert image["z"].dtype == np.uint8 and image["zmax"] == 255
+    np.testing.assert_array_equal(image["z"], np.round(spec.panels[0].image * 255))
+    # class k drawn mid-band of colour k; no class stays NaN (transparent)
+    assert seg["z"][3, 4] == 7.5 and np.isnan(seg["z"][0, 0])
+    # clickable units keep their (row, col); the points their opacity, one number per point
+    np.testing.assert_array_equal(units["customdata"], [[0, 0], [0, 1]])
+    np.testing.assert_allclose(points["marker"]["opacity"], [0.1, 0.5, 1.0])
+    np.testing.assert_allclose(points["x"], [1.0, 2.5, 9.0])
+    # a label is in the legend once, however many panels draw it
+    pts = [t for t in fig["data"] if t.get("name") == "pts"]
+    assert [t["showlegend"] for t in pts] == [True, False]
+    # an arrow: a line from its foot to its tip, and a marker at the tip
+    line, tip = [t for t in fig["data"] if t["xaxis"] == "x2"][-2:]
+    np.testing.assert_allclose(line["x"][:2], [1.0, 1.5])
+    np.testing.assert_allclose(line["y"][:2], [2.0, 1.0])
+    assert tip["x"][0] == 1.5 and tip["y"][0] == 1.0
+    # the heat map's colour bar sits just right of its own panel
+    heat = [t for t in fig["data"] if t["xaxis"] == "x3"][0]
+    assert heat["colorbar"]["x"] == pytest.approx(fig["layout"]["xaxis3"]["domain"][1] + 0.01)
+    assert heat["colorbar"]["title"]["text"] == "gradient (max 1)"
+
+
+def test_interactive_layout_and_a_valid_plotly_figure():
+    spec = _spec()
+    fig = plotly_figure(spec, interactive=True, height=333)  # Plotly validates every property here
+    lay = fig.layout
+    assert lay.height == 333 and lay.clickmode == "event+select" and lay.dragmode is False
+    assert lay.title.text is None  # the page shows the title
+    assert len(fig.data) == len(plotly_dict(spec)["data"])
+    sent = json.loads(pio.to_json(fig))
+    # numeric arrays travel packed (base64), not as long decimal lists
+    points = [t for t in sent["data"] if t.get("name") == "pts"][0]
+    assert set(points["x"]) == {"dtype", "bdata"} and points["x"]["dtype"] == "f4"
+
+
+def test_unknown_layer_kind_is_refused():
+    spec = FigureSpec("t", "", "", [Panel("p", None, [Layer("blobs", np.zeros(1), np.zeros(1), "b")])], ncols=1)
+    with pytest.raises(ValueError, match="unknown layer kind 'blobs'"):
+        plotly_dict(spec)
