@@ -221,6 +221,8 @@ async def session(
             await _shown(page, runs, f"MNIST test #{int(truth.samples.test_indices[k])},")
             # then click a unit: row/col vary per session and step
             row, col = 2 + (s + i) % 10, 3 + (2 * s + i) % 9
+            if f"Unit ({row}, {col}):" in await page.locator("body").inner_text():
+                col += 1  # already the unit shown (a new digit starts at its centre): a click would change nothing
             step = f"click unit {(row, col)} on digit {k}"
             # a click that lands while the page is still settling (a rerun in flight, the chart being
             # re-laid out) is lost: click again after a short wait; clicking the same unit twice is harmless
