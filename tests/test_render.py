@@ -83,6 +83,8 @@ def test_traces_carry_the_specs_data():
     heat = [t for t in fig["data"] if t["xaxis"] == "x3"][0]
     assert heat["colorbar"]["x"] == pytest.approx(fig["layout"]["xaxis3"]["domain"][1] + 0.01)
     assert heat["colorbar"]["title"]["text"] == "gradient (max 1)"
+    y0, y1 = fig["layout"]["yaxis3"]["domain"]  # beside its own row, not over the figure's height
+    assert heat["colorbar"]["y"] == pytest.approx((y0 + y1) / 2) and heat["colorbar"]["len"] < y1 - y0
 
 
 def test_interactive_layout_and_a_valid_plotly_figure():
@@ -96,6 +98,18 @@ def test_interactive_layout_and_a_valid_plotly_figure():
     # numeric arrays travel packed (base64), not as long decimal lists
     points = [t for t in sent["data"] if t.get("name") == "pts"][0]
     assert set(points["x"]) == {"dtype", "bdata"} and points["x"]["dtype"] == "f4"
+
+
+def test_a_long_caption_is_wrapped_below_the_panels():
+    spec = _spec(ncols=3)
+    spec.caption = "word " * 200
+    lay = plotly_dict(spec)["layout"]
+    caption = lay["annotations"][-1]
+    lines = caption["text"].split("<br>")
+    assert len(lines) > 3 and max(len(line) for line in lines) <= 330 * 3 // 6
+    # under the axis titles, with room kept for every line
+    assert caption["y"] == 0 and caption["yanchor"] == "top" and caption["yshift"] < 0
+    assert lay["margin"]["b"] >= 14 * len(lines) + 50
 
 
 def test_unknown_layer_kind_is_refused():

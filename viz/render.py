@@ -198,25 +198,38 @@ def plotly_dict(spec: FigureSpec, interactive: bool = False, height: int | None 
             layout["annotations"].append(
                 {
                     "text": panel.title, "x": sum(x_dom) / 2, "y": y_top, "xref": "paper", "yref": "paper",
-                    "xanchor": "center", "yanchor": "bottom", "showarrow": False, "font": {"size": 16},
+                    "xanchor": "center", "yanchor": "bottom", "showarrow": False, "font": {"size": 13},
                 }
             )  # fmt: skip
-        for trace in panel_traces(panel, shown, colorbar_x=x_dom[1] + 0.01):
+        # a colour bar stands just right of its own panel, as tall as the panel's row
+        colorbar = {"x": x_dom[1] + 0.01, "y": sum(y_dom) / 2, "len": 0.9 * tall}
+        for trace in panel_traces(panel, shown, colorbar):
             data.append({**trace, "xaxis": f"x{suffix}", "yaxis": f"y{suffix}"})
     if interactive:
+        height = height or 460 * nrows + 60
         layout |= {
-            "height": height or 460 * nrows + 60,
+            "height": height,
             "margin": {"l": 40, "r": 10, "t": 40, "b": 40},
-            "legend": {"orientation": "h", "y": -0.12},
+            # the legend about 70 px under the plot, below the x axis title whatever the height
+            # (a fixed fraction of a short chart's height put it over the title)
+            "legend": {"orientation": "h", "y": -70 / max(height - 80, 100)},
             "clickmode": "event+select",
             "dragmode": False,
         }
         return {"data": data, "layout": layout}
-    layout |= {"title": {"text": spec.title}, "height": 330 * nrows + 120, "width": 330 * ncols + 80}
+    # the caption under the lowest panels' axis titles, wrapped to the figure's width (Plotly
+    # does not wrap), with the bottom margin grown to hold it
+    lines = _wrap(spec.caption, (330 * ncols) // 6).split("\n")
+    layout |= {
+        "title": {"text": spec.title},
+        "height": 330 * nrows + 120 + 14 * len(lines),
+        "width": 330 * ncols + 80,
+        "margin": {"b": 70 + 14 * len(lines)},
+    }
     layout["annotations"].append(
         {
-            "text": spec.caption, "xref": "paper", "yref": "paper", "x": 0, "y": -0.08, "showarrow": False,
-            "align": "left", "font": {"size": 10},
+            "text": "<br>".join(lines), "xref": "paper", "yref": "paper", "x": 0, "y": 0, "yanchor": "top",
+            "yshift": -50, "xanchor": "left", "showarrow": False, "align": "left", "font": {"size": 10},
         }
     )  # fmt: skip
     return {"data": data, "layout": layout}
@@ -238,10 +251,11 @@ def _panel_axes(panel: Panel, x_id: str, y_id: str) -> tuple[dict, dict]:
     return xaxis, yaxis
 
 
-def panel_traces(panel: Panel, shown: set[str] | None = None, colorbar_x: float = 1.02) -> list[dict]:
+def panel_traces(panel: Panel, shown: set[str] | None = None, colorbar: dict | None = None) -> list[dict]:
     """Plotly traces (JSON form) drawing one panel: its image, heat map, segmentation overlay and
     layers. A layer's label enters the legend once: labels already in ``shown`` (updated here)
-    are drawn without a legend entry."""
+    are drawn without a legend entry. ``colorbar``: where the heat map's colour bar goes
+    (Plotly's x, y, len)."""
     shown = shown if shown is not None else set()
     traces: list[dict] = []
     if panel.image is not None:
@@ -258,7 +272,7 @@ def panel_traces(panel: Panel, shown: set[str] | None = None, colorbar_x: float 
                 "type": "heatmap",
                 "z": np.asarray(panel.heat, dtype=np.float32),
                 "colorscale": scale,
-                "colorbar": {"title": {"text": panel.heat_title}, "len": 0.8, "x": colorbar_x},
+                "colorbar": {"title": {"text": panel.heat_title}, "len": 0.8, "x": 1.02, **(colorbar or {})},
                 "hovertemplate": f"x %{{x}}, y %{{y}}: %{{z:.2f}} {panel.heat_title}<extra></extra>",
                 "name": panel.title,
             }
