@@ -100,6 +100,9 @@ def _shape_ops(
         "regular conv": lambda: F.conv2d(x, w, b, padding=1),
         "torchvision deform": lambda: tv_deform_conv2d(x, off, w, b, padding=1),
         "ours deform": lambda: deform_conv2d(x, off, w, b, padding=1),
+        # a floor for any gather-then-matmul layer: torch's own im2col of the same input, no
+        # interpolation and no matmul (oneDNN's convolution never builds this matrix)
+        "plain im2col": lambda: F.unfold(x, 3, padding=1),
     }
 
     def fwd_bwd(op) -> None:
@@ -191,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         (cf, cfb), (tf, tfb), (of, ofb) = med["regular conv"], med["torchvision deform"], med["ours deform"]
         print(f"  speed-up over torchvision: forward {tf / of:.1f}x, fwd+bwd {tfb / ofb:.1f}x")
         print(f"  cost vs regular conv:      forward {of / cf:.1f}x, fwd+bwd {ofb / cfb:.1f}x")
+        uf, ufb = med["plain im2col"]
+        print(f"  plain im2col alone vs regular conv: forward {uf / cf:.1f}x, fwd+bwd {ufb / cfb:.1f}x")
         mems = {name: mem for name, (_, _, mem) in r.items()}
         if mems["ours deform"] is not None and mems["regular conv"]:
             print(
