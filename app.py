@@ -128,15 +128,7 @@ def memo(name: str, params: tuple, build):
     return store[key]
 
 
-def set_unit(unit: tuple[int, int]) -> None:
-    """The selected top-layer unit; the sliders' keyed state follows it."""
-    st.session_state["unit"] = unit
-    st.session_state["unit_row"], st.session_state["unit_col"] = unit
-
-
-def unit_from_sliders() -> None:
-    # a callback: the unit is set before the rerun that draws it (no second rerun)
-    st.session_state["unit"] = (st.session_state["unit_row"], st.session_state["unit_col"])
+UNIT = ia.UnitState(st.session_state, "unit")  # the selected top-layer unit and its sliders
 
 
 st.title("deformscope: where does a deformable convolution look?")
@@ -268,7 +260,7 @@ if cached is None or cached.key != key:
     new = ia.analyse(deform_model, regular_model, image, key)
     # a new picture starts at its centre unit; another checkpoint on the same picture keeps the unit
     if cached is None or not torch.equal(cached.image, image) or "unit" not in st.session_state:
-        set_unit(ia.default_unit(new))
+        UNIT.set(ia.default_unit(new))
     cached = new
     st.session_state["analysis"] = cached
 analysis = cached
@@ -339,14 +331,14 @@ def unit_views(analysis: ia.Analysis, deform_model, regular_model, levels: int, 
             st.plotly_chart(
                 fig,
                 key="points_chart",
-                on_select=ia.click_handler(st.session_state, "points_chart", "last_click", set_unit),
+                on_select=ia.click_handler(st.session_state, "points_chart", "last_click", UNIT.set),
                 selection_mode="points",
             )
             c1, c2 = st.columns(2)
             # the sliders show the unit (their state is dropped while another tab is open)
-            st.session_state["unit_row"], st.session_state["unit_col"] = unit
-            c1.slider("Unit row", 0, 13, key="unit_row", on_change=unit_from_sliders)
-            c2.slider("Unit column", 0, 13, key="unit_col", on_change=unit_from_sliders)
+            UNIT.set(unit)
+            c1.slider("Unit row", 0, 13, key=UNIT.row_key, on_change=UNIT.from_sliders)
+            c2.slider("Unit column", 0, 13, key=UNIT.col_key, on_change=UNIT.from_sliders)
             pts = viz.backproject(analysis.deform, unit, levels=levels, method=method)
             st.caption(f"Unit {unit}: {count_note(pts)}. Left the deformable model, right its regular twin.")
             if analysis.deform.top.modulated:

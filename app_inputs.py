@@ -164,6 +164,33 @@ def default_unit(a: Analysis) -> tuple[int, int]:
     return centre_unit(a.deform)
 
 
+@dataclass(frozen=True)
+class UnitState:
+    """A page's chosen top-layer unit in session state ``state``: the unit under ``key``, and
+    the keyed state of its two sliders under ``key_row`` / ``key_col``, kept in step."""
+
+    state: Any
+    key: str
+
+    @property
+    def row_key(self) -> str:
+        return f"{self.key}_row"
+
+    @property
+    def col_key(self) -> str:
+        return f"{self.key}_col"
+
+    def set(self, unit: tuple[int, int]) -> None:
+        """Choose ``unit``; the sliders follow it."""
+        self.state[self.key] = unit
+        self.state[self.row_key], self.state[self.col_key] = unit
+
+    def from_sliders(self) -> None:
+        """The sliders' ``on_change``: the unit is set before the rerun that draws it (no second
+        rerun)."""
+        self.state[self.key] = (self.state[self.row_key], self.state[self.col_key])
+
+
 def click_handler(
     state: Any, chart_key: str, last_key: str, set_unit: Callable[[tuple[int, int]], None]
 ) -> Callable[[], None]:
@@ -189,6 +216,7 @@ def keep_widget_state(state: Any, keys: tuple[str, ...]) -> None:
 
 
 __all__ = [
+    "UnitState",
     "click_handler",
     "keep_widget_state",
     "MAX_PIXELS",

@@ -48,15 +48,7 @@ def _input(model: DiscoveredModel) -> tuple[torch.Tensor, str] | None:
         return None
 
 
-def _set_unit(unit: tuple[int, int]) -> None:
-    """The chosen top-layer unit; the sliders' keyed state follows it."""
-    st.session_state["user_unit"] = unit
-    st.session_state["user_unit_row"], st.session_state["user_unit_col"] = unit
-
-
-def _unit_from_sliders() -> None:
-    # a callback: the unit is set before the rerun that draws it (no second rerun)
-    st.session_state["user_unit"] = (st.session_state["user_unit_row"], st.session_state["user_unit_col"])
+UNIT = ia.UnitState(st.session_state, "user_unit")  # the chosen top-layer unit and its sliders
 
 
 def page(model: DiscoveredModel, levels: int, method: str) -> None:
@@ -76,7 +68,7 @@ def page(model: DiscoveredModel, levels: int, method: str) -> None:
         cap = viz.capture(model, image)
         cached = (key, cap, cap.without_offsets())
         st.session_state["user_analysis"] = cached  # one per session: memory stays bounded
-        _set_unit((cap.top.out_size[0] // 2, cap.top.out_size[1] // 2))
+        UNIT.set((cap.top.out_size[0] // 2, cap.top.out_size[1] // 2))
     _, cap, flat = cached
     with left:
         st.image(image[0].numpy(), caption=f"model input ({source})", width=140, clamp=True)
@@ -88,7 +80,7 @@ def page(model: DiscoveredModel, levels: int, method: str) -> None:
     unit = st.session_state["user_unit"]
     if unit[0] >= ho or unit[1] >= wo:
         unit = (min(unit[0], ho - 1), min(unit[1], wo - 1))
-        _set_unit(unit)
+        UNIT.set(unit)
     with right:
         ia.keep_widget_state(st.session_state, ("user_view",))  # kept while another tab is open
         # lazy tabs: only the open one runs and is sent
@@ -117,13 +109,13 @@ def page(model: DiscoveredModel, levels: int, method: str) -> None:
                 st.plotly_chart(
                     fig,
                     key="user_points_chart",
-                    on_select=ia.click_handler(st.session_state, "user_points_chart", "user_last_click", _set_unit),
+                    on_select=ia.click_handler(st.session_state, "user_points_chart", "user_last_click", UNIT.set),
                     selection_mode="points",
                 )
                 c1, c2 = st.columns(2)
-                st.session_state["user_unit_row"], st.session_state["user_unit_col"] = unit
-                c1.slider("Unit row", 0, ho - 1, key="user_unit_row", on_change=_unit_from_sliders)
-                c2.slider("Unit column", 0, wo - 1, key="user_unit_col", on_change=_unit_from_sliders)
+                UNIT.set(unit)
+                c1.slider("Unit row", 0, ho - 1, key=UNIT.row_key, on_change=UNIT.from_sliders)
+                c2.slider("Unit column", 0, wo - 1, key=UNIT.col_key, on_change=UNIT.from_sliders)
                 pts = viz.backproject(cap, unit, levels=levels, method=method)
                 st.caption(
                     f"Unit {unit}: {count_note(pts)}. Left your model, right the same layers with offsets zero. "

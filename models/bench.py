@@ -90,7 +90,7 @@ def _mb(v: float | None) -> str:
 def _shape_ops(
     n: int, cin: int, cout: int, size: int, device: torch.device
 ) -> dict[str, tuple[Callable[[], object], Callable[[], None]]]:
-    """Forward and forward+backward of the three ops on one benchmark shape (inputs made once)."""
+    """Forward and forward+backward of each op on one benchmark shape (inputs made once)."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(n, cin, size, size, generator=g).to(device).requires_grad_()
     w = torch.randn(cout, cin, 3, 3, generator=g).to(device).requires_grad_()

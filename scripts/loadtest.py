@@ -35,7 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
-from pagewatch import ScriptRuns, arm_async, redrawn_async, wait_idle_async  # noqa: E402
+from pagewatch import POINT_ON_PAGE, ScriptRuns, arm_async, redrawn_async, wait_idle_async  # noqa: E402
 
 CLICK_ATTEMPTS = 8
 CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
@@ -137,14 +137,6 @@ READ_POINTS = """(gd) => {
     const t = gd._fullData.find(d => d.name && d.name.includes('sampling points'));
     return t ? [Array.from(t.x), Array.from(t.y)] : null;
 }"""
-UNIT_TO_PAGE = """(gd, xy) => {
-    // null until Plotly has drawn into the element (a newer chart may replace it before it does)
-    if (!gd._fullLayout || !gd._fullLayout.xaxis) return null;
-    const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, r = gd.getBoundingClientRect();
-    return [r.left + xa._offset + xa.l2p(xy[0]), r.top + ya._offset + ya.l2p(xy[1])];
-}"""
-
-
 SHOWN = "(text) => document.body.textContent.includes(text)"
 CHART = ".st-key-points_chart .js-plotly-plot"
 
@@ -167,7 +159,7 @@ async def _unit_position(charts, xy: list[float]) -> list[float]:
     for _ in range(80):
         await expect(charts).to_have_count(1)  # a rerun briefly shows the old and the new chart
         try:
-            pos = await charts.first.evaluate(UNIT_TO_PAGE, xy)
+            pos = await charts.first.evaluate(POINT_ON_PAGE, xy)
         except PlaywrightError:  # the element went away between finding and reading it
             pos = None
         if pos is not None and pos == last:

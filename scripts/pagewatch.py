@@ -96,6 +96,15 @@ DRAWN = "() => window.__dsWatch && window.__dsWatch.drawn !== null"
 SECONDS = "() => (window.__dsWatch.drawn - window.__dsWatch.input) / 1000"
 
 
+# Page coordinates of data point [x, y] in a Plotly chart element (the first subplot's axes);
+# null until Plotly has drawn into the element (a newer chart may replace it before it does).
+POINT_ON_PAGE = """(gd, xy) => {
+    if (!gd._fullLayout || !gd._fullLayout.xaxis) return null;
+    const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, r = gd.getBoundingClientRect();
+    return [r.left + xa._offset + xa.l2p(xy[0]), r.top + ya._offset + ya.l2p(xy[1])];
+}"""
+
+
 def arm(page, chart: str, trace: str) -> None:
     """Start watching chart ``chart`` (a CSS selector) for the next input's redraw."""
     page.evaluate(ARM, [chart, trace])

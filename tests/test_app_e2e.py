@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import REPO
 
 sys.path.insert(0, str(REPO / "scripts"))
-from pagewatch import ScriptRuns, arm, redrawn, wait_idle  # noqa: E402
+from pagewatch import POINT_ON_PAGE, ScriptRuns, arm, redrawn, wait_idle  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
@@ -38,16 +38,11 @@ def server():
             proc.kill()
 
 
-def _unit_box_centre(page, chart, x: float, y: float) -> tuple[float, float]:
+def _unit_box_centre(chart, x: float, y: float) -> tuple[float, float]:
     """Page coordinates of data point (x, y) in a Plotly chart."""
-    return chart.evaluate(
-        """(gd, xy) => {
-            const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
-            const r = gd.getBoundingClientRect();
-            return [r.left + xa._offset + xa.l2p(xy[0]), r.top + ya._offset + ya.l2p(xy[1])];
-        }""",
-        [x, y],
-    )
+    pos = chart.evaluate(POINT_ON_PAGE, [x, y])
+    assert pos is not None, "the chart is not drawn yet"
+    return pos
 
 
 def _click_unit(
@@ -69,7 +64,7 @@ def _click_unit(
     for attempt in range(attempts):
         wait_idle(page, runs)
         expect(charts).to_have_count(1)
-        px, py = _unit_box_centre(page, charts.first, x, y)
+        px, py = _unit_box_centre(charts.first, x, y)
         page.mouse.move(px, py, steps=2)
         page.wait_for_timeout(500)
         arm(page, selector, f"unit {unit}")

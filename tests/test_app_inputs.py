@@ -53,3 +53,13 @@ def test_analysis_and_default_unit():
     assert a.key == "k" and a.deform.images.shape == (1, 1, 28, 28)
     assert ia.default_unit(a) == viz.stats.centre_unit(a.deform)
     assert torch.equal(a.regular.logits, viz.capture(models[1], load_samples().images[1]).logits)
+
+
+def test_unit_state_keeps_the_unit_and_its_sliders_in_step():
+    state: dict = {}
+    unit = ia.UnitState(state, "user_unit")
+    unit.set((3, 5))
+    assert state == {"user_unit": (3, 5), "user_unit_row": 3, "user_unit_col": 5}
+    state["user_unit_col"] = 9  # a slider moved
+    unit.from_sliders()
+    assert state["user_unit"] == (3, 9)

@@ -191,7 +191,7 @@ def plotly_dict(spec: FigureSpec, interactive: bool = False, height: int | None 
         y_top = 1 - r * (tall + v_gap)
         y_dom = [y_top - tall, y_top]
         suffix = "" if i == 0 else str(i + 1)
-        xaxis, yaxis = _panel_axes(panel, f"x{suffix}", f"y{suffix}")
+        xaxis, yaxis = _panel_axes(panel, f"x{suffix}")
         layout[f"xaxis{suffix}"] = {**xaxis, "anchor": f"y{suffix}", "domain": x_dom}
         layout[f"yaxis{suffix}"] = {**yaxis, "anchor": f"x{suffix}", "domain": y_dom}
         if panel.title:
@@ -235,7 +235,7 @@ def plotly_dict(spec: FigureSpec, interactive: bool = False, height: int | None 
     return {"data": data, "layout": layout}
 
 
-def _panel_axes(panel: Panel, x_id: str, y_id: str) -> tuple[dict, dict]:
+def _panel_axes(panel: Panel, x_id: str) -> tuple[dict, dict]:
     """The panel's x and y axis settings: titles, ranges, and for image panels equal pixel
     aspect (the y axis scaled to its own x axis)."""
     xaxis: dict = {"title": {"text": panel.xlabel}}
