@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 from torch import nn
@@ -168,6 +170,85 @@ def test_concurrent_captures_on_one_shared_model_equal_serial_ones(which):
                 if a.mask is not None:
                     assert torch.equal(a.mask, b.mask)
             assert torch.equal(viz.backproject(got, (3, 3)).x, viz.backproject(want, (3, 3)).x)
+    assert _hook_count(model) == 0
+
+
+def _their_forward(model: nn.Module, x: torch.Tensor, seen: list, errors: list) -> threading.Thread:
+    """Another user's plain forward pass on the shared model, in its own thread."""
+
+    def run() -> None:
+        try:
+            seen.append(model(x))
+        except BaseException as exc:  # reported by the caller, not lost in the thread
+            errors.append(exc)
+
+    return threading.Thread(target=run)
+
+
+def test_a_forward_pass_while_capture_registers_its_hooks_is_unharmed():
+    """torch registers a ``with_kwargs`` forward hook in two steps: the hook into
+    ``_forward_hooks``, then its id into ``_forward_hooks_with_kwargs``. Another thread's forward
+    pass that lands between them calls the hook as ``hook(module, args, output)``; CI once failed
+    on it (TypeError: missing 'out'). Here such a pass is forced into that gap on every hook."""
+    from collections import OrderedDict
+
+    model = _randomised(build_model("deform2"))
+    x_mine, x_theirs = torch.rand(1, 1, 28, 28), torch.rand(1, 1, 28, 28)
+    want_mine, want_theirs = viz.capture(model, x_mine), model(x_theirs)
+    seen: list[torch.Tensor] = []
+    errors: list[BaseException] = []
+
+    class Gap(OrderedDict):
+        def __setitem__(self, key, value):
+            th = _their_forward(model, x_theirs, seen, errors)  # the hook is in, its flag not yet
+            th.start()
+            th.join()
+            super().__setitem__(key, value)
+
+    for m in model.modules():
+        m._forward_hooks_with_kwargs = Gap(m._forward_hooks_with_kwargs)
+    got = viz.capture(model, x_mine)
+    assert not errors
+    assert len(seen) >= 6 and all(torch.equal(y, want_theirs) for y in seen)
+    assert torch.equal(got.logits, want_mine.logits)
+    for a, b in zip(got.layers, want_mine.layers, strict=True):
+        assert torch.equal(a.offsets_yx, b.offsets_yx) and torch.equal(a.mask, b.mask)
+    assert _hook_count(model) == 0
+
+
+def test_a_forward_pass_that_outlives_the_capture_hooks_is_unharmed():
+    """The same gap on removal: a forward pass takes a snapshot of the hooks, capture ends and
+    removes its hooks and their ``with_kwargs`` flags, and the pass then calls the removed hook
+    from its snapshot without kwargs. Forced here with a gate hook (registered first, so it runs
+    first) that parks the other pass inside its hook loop until the capture has ended."""
+    model = _randomised(build_model("deform"))
+    layer = model.sampling_layers()[0].module
+    x_mine, x_theirs = torch.rand(1, 1, 28, 28), torch.rand(1, 1, 28, 28)
+    want_mine, want_theirs = viz.capture(model, x_mine), model(x_theirs)
+    seen: list[torch.Tensor] = []
+    errors: list[BaseException] = []
+    parked, capture_done = threading.Event(), threading.Event()
+    mine = threading.get_ident()
+    theirs = _their_forward(model, x_theirs, seen, errors)
+
+    def gate(_m, _args, _out):
+        if threading.get_ident() == mine and not theirs.is_alive() and not parked.is_set():
+            theirs.start()  # their pass starts now: its snapshot holds capture's hooks
+            assert parked.wait(10)
+        elif threading.get_ident() != mine:
+            parked.set()
+            capture_done.wait(10)  # resume the loop only once capture removed its hooks
+
+    handle = layer.register_forward_hook(gate)
+    try:
+        got = viz.capture(model, x_mine)
+        capture_done.set()
+        theirs.join()
+    finally:
+        handle.remove()
+    assert parked.is_set() and not errors
+    assert len(seen) == 1 and torch.equal(seen[0], want_theirs)
+    assert torch.equal(got.logits, want_mine.logits)
     assert _hook_count(model) == 0
 
 

@@ -149,9 +149,16 @@ def _argument(src: ForwardArgument, args: tuple[Any, ...], kwargs: dict[str, Any
 def _hook(recorder: _Recorder, key: tuple[int, str], pick):
     """A forward hook that records ``pick(args, kwargs, output)`` only for ``recorder``'s call."""
 
-    def hook(_m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
-        if _ACTIVE.get() is recorder:  # another thread's (or call's) forward pass: not ours
-            recorder.put(key, pick(args, kwargs, out))
+    def hook(_m: nn.Module, args: tuple[Any, ...], *kwargs_out: Any) -> None:
+        # Registered with_kwargs, so torch calls hook(module, args, kwargs, output), except in
+        # another thread's forward pass that overlaps our registration or removal: torch writes
+        # the hook and its with_kwargs flag in two steps, and a pass between them (or one whose
+        # snapshot of the hooks outlives the flag) calls hook(module, args, output). Such a pass
+        # is never ours, and it must run unharmed.
+        if _ACTIVE.get() is not recorder:  # another thread's (or call's) forward pass: not ours
+            return
+        kwargs, out = kwargs_out if len(kwargs_out) == 2 else ({}, kwargs_out[0])
+        recorder.put(key, pick(args, kwargs, out))
 
     return hook
 
