@@ -20,6 +20,7 @@ import app_scenes
 import app_user
 import viz
 from app_canvas import drawn_image, new_full_run
+from app_unit import unit_chart, unit_sliders
 from models.catalog import TWINS
 from models.discovery import DiscoveryError
 from models.runtime import add_device_argument, describe_device, resolve_device
@@ -313,7 +314,7 @@ def unit_views(analysis: ia.Analysis, deform_model, regular_model, levels: int, 
                 help="Where the layers sample, or what the unit really uses (DCNv2's views).",
             )
 
-            def unit_chart():
+            def points_figure():
                 if view == VIEWS[0]:
                     spec = unit_points_figure(analysis.deform, analysis.regular, unit, levels, method)
                 else:
@@ -327,18 +328,9 @@ def unit_views(analysis: ia.Analysis, deform_model, regular_model, levels: int, 
                     spec = unit_view_figure(view, entries, unit)
                 return plotly_figure(spec, interactive=True, height=520)
 
-            fig = memo("points", (unit, levels, method, view), unit_chart)
-            st.plotly_chart(
-                fig,
-                key="points_chart",
-                on_select=ia.click_handler(st.session_state, "points_chart", "last_click", UNIT.set),
-                selection_mode="points",
-            )
-            c1, c2 = st.columns(2)
-            # the sliders show the unit (their state is dropped while another tab is open)
-            UNIT.set(unit)
-            c1.slider("Unit row", 0, 13, key=UNIT.row_key, on_change=UNIT.from_sliders)
-            c2.slider("Unit column", 0, 13, key=UNIT.col_key, on_change=UNIT.from_sliders)
+            fig = memo("points", (unit, levels, method, view), points_figure)
+            unit_chart(fig, "points_chart", "last_click", UNIT.set)
+            unit_sliders(UNIT, unit, analysis.deform.top.out_size)
             pts = viz.backproject(analysis.deform, unit, levels=levels, method=method)
             st.caption(f"Unit {unit}: {count_note(pts)}. Left the deformable model, right its regular twin.")
             if analysis.deform.top.modulated:

@@ -167,7 +167,7 @@ def default_unit(a: Analysis) -> tuple[int, int]:
 @dataclass(frozen=True)
 class UnitState:
     """A page's chosen top-layer unit in session state ``state``: the unit under ``key``, and
-    the keyed state of its two sliders under ``key_row`` / ``key_col``, kept in step."""
+    the keyed state of its two sliders under ``row_key`` / ``col_key``, kept in step."""
 
     state: Any
     key: str

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 import app_inputs as ia
 import viz
 from app_canvas import drawn_image
+from app_unit import unit_chart
 from models.catalog import TWINS
 from models.scenes import BACKGROUND, rescale_digit, size_class
 from viz.figures import VIEWS, roi_figure, scene_receptive_field_figure, unit_points_figure, unit_view_figure
@@ -43,6 +44,11 @@ class SceneInput:
     labels: list[int | None]  # true labels where known
     source: str  # what the user sees as the input's name
     base: str  # the input before any rescaling: a new base resets the chosen unit
+
+    @property
+    def heights(self) -> Tensor:
+        """``(D,)`` the digits' heights in pixels."""
+        return self.boxes[:, 3] - self.boxes[:, 1]
 
 
 @dataclass
@@ -215,7 +221,7 @@ def unit_panel(
     not the input column, the overview or the RoI section."""
     deform, regular = models
     name, twin = names
-    heights = inp.boxes[:, 3] - inp.boxes[:, 1]
+    heights = inp.heights
     ho, wo = a.deform.top.out_size
     unit = st.session_state["scene_unit"]
     unit = (min(unit[0], ho - 1), min(unit[1], wo - 1))
@@ -232,12 +238,7 @@ def unit_panel(
     else:
         spec = unit_view_figure(view, views(a, (deform, regular), (name, f"{twin} (twin)"), unit, view, method), unit)
     fig = plotly_figure(spec, interactive=True)
-    st.plotly_chart(
-        fig,
-        key="scene_chart",
-        on_select=ia.click_handler(st.session_state, "scene_chart", "scene_last_click", _set_unit),
-        selection_mode="points",
-    )
+    unit_chart(fig, "scene_chart", "scene_last_click", _set_unit)
     d = unit_digits(a.deform, inp.boxes)[unit]
     where = (
         "the background"
@@ -278,7 +279,7 @@ def page(load_model, levels: int, method: str, own: dict[str, tuple[str, str]] |
         return
     t0 = time.perf_counter()
     a = _analysis(deform, regular, inp, (name, twin))
-    heights = inp.boxes[:, 3] - inp.boxes[:, 1]
+    heights = inp.heights
     picks = pick_units(a.deform, inp.boxes, heights)
     if st.session_state.get("scene_base") != inp.base or "scene_unit" not in st.session_state:
         # a new picture: start on its largest digit; rescaling or drawing on keeps the unit

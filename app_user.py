@@ -16,6 +16,7 @@ import torch
 
 import app_inputs as ia
 import viz
+from app_unit import unit_chart, unit_sliders
 from models.discovery import DiscoveredModel
 from viz.figures import VIEWS, count_note, levels_figure, offset_field_figure, unit_points_figure, unit_view_figure
 from viz.render import plotly_figure
@@ -106,16 +107,8 @@ def page(model: DiscoveredModel, levels: int, method: str) -> None:
                         store[vkey] = [{**view_data(model, cap, unit, view, method), "title": NAMES[0]}]
                     spec = unit_view_figure(view, store[vkey], unit)
                 fig = plotly_figure(spec, interactive=True, height=520)
-                st.plotly_chart(
-                    fig,
-                    key="user_points_chart",
-                    on_select=ia.click_handler(st.session_state, "user_points_chart", "user_last_click", UNIT.set),
-                    selection_mode="points",
-                )
-                c1, c2 = st.columns(2)
-                UNIT.set(unit)
-                c1.slider("Unit row", 0, ho - 1, key=UNIT.row_key, on_change=UNIT.from_sliders)
-                c2.slider("Unit column", 0, wo - 1, key=UNIT.col_key, on_change=UNIT.from_sliders)
+                unit_chart(fig, "user_points_chart", "user_last_click", UNIT.set)
+                unit_sliders(UNIT, unit, (ho, wo))
                 pts = viz.backproject(cap, unit, levels=levels, method=method)
                 st.caption(
                     f"Unit {unit}: {count_note(pts)}. Left your model, right the same layers with offsets zero. "

@@ -136,8 +136,6 @@ def _discovered():
 
 @pytest.mark.parametrize("which", ["digits", "scenes", "torchvision", "discovered"])
 def test_concurrent_captures_on_one_shared_model_equal_serial_ones(which):
-    import threading
-
     model, shape = _shared_models()[which]
     threads, per_thread = 4, 6
     g = torch.Generator().manual_seed(1)
@@ -253,8 +251,6 @@ def test_a_forward_pass_that_outlives_the_capture_hooks_is_unharmed():
 
 
 def test_failing_forward_in_one_thread_leaves_nothing_for_the_others():
-    import threading
-
     model = _randomised(build_model("deform"))
     x_ok, x_other = torch.rand(1, 1, 28, 28), torch.rand(1, 1, 20, 20)  # any size works: global pooling
     want = viz.capture(model, x_ok)
