@@ -2,14 +2,22 @@
 
     python -m models.bench [--repeats 5] [--device auto|cpu|cuda] [--no-train]
 
-For each op: min / median / max wall times of the forward and of forward+backward, the ratios of
-medians measured in the same run, and the peak memory of one forward+backward above what its
-inputs already hold (CPU: the peak resident memory of a child process, reset before each op
-through /proc/self/clear_refs, with glibc told to hand large blocks back, in a child so that the
-times are not disturbed; CUDA: torch's peak allocated memory). Then the time of a training step
-of the digit classifiers (DCNv1, DCNv2, regular, batch 128, 28x28) and what that makes an epoch
-of 10,000 digits; then deformable RoI pooling against roi_align. On CUDA, ours and torchvision's compiled op are both timed, and the layer uses the
-faster one (models.deform_conv.CUDA_IMPL).
+All ops of a table are timed in turn, round by round, so that a shared machine's drifting speed
+weighs on each alike, after untimed warm-up runs of every op. The warm-ups also bring glibc's
+allocator to the steady state of a long-running process: until a process frees its first large
+block, every allocation over 128 kB is a fresh mmap whose pages fault in when first touched, and
+a regular conv timed first in a fresh process measured 7-9 ms instead of 2.5-4 ms on the MNIST
+shape (earlier versions of this benchmark timed it so, which flattered ours). For each op (a regular conv, torchvision's deformable op, ours, and two
+parts that explain ours' cost: torch's plain im2col, and ours' final matmul alone with its
+multiply-adds per second beside the regular conv's): min / median / max wall times of the forward
+and of forward+backward, the ratios of medians measured in the same run, and the peak memory of
+one forward+backward above what its inputs already hold (CPU: the peak resident memory of a
+child process, reset before each op through /proc/self/clear_refs, with glibc told to hand large
+blocks back, in a child so that the times are not disturbed; CUDA: torch's peak allocated
+memory). Then the time of a training step of the digit classifiers (DCNv1, DCNv2, regular,
+batch 128, 28x28) and what that makes an epoch of 10,000 digits; then deformable RoI pooling
+against roi_align. On CUDA, ours and torchvision's compiled op are both timed, and the layer
+uses the faster one (models.deform_conv.CUDA_IMPL).
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ from models.runtime import (
     device_or_exit,
     spread,
     synchronize,
-    time_runs,
+    time_interleaved,
     use_all_cpu_threads,
 )
 
@@ -96,6 +104,7 @@ def _shape_ops(
     w = torch.randn(cout, cin, 3, 3, generator=g).to(device).requires_grad_()
     b = torch.randn(cout, generator=g).to(device).requires_grad_()
     off = (2 * torch.randn(n, 18, size, size, generator=g)).to(device).requires_grad_()
+    cols = torch.randn(n, 1, cin * 9, size * size, generator=g).to(device).requires_grad_()
     ops = {
         "regular conv": lambda: F.conv2d(x, w, b, padding=1),
         "torchvision deform": lambda: tv_deform_conv2d(x, off, w, b, padding=1),
@@ -103,11 +112,14 @@ def _shape_ops(
         # a floor for any gather-then-matmul layer: torch's own im2col of the same input, no
         # interpolation and no matmul (oneDNN's convolution never builds this matrix)
         "plain im2col": lambda: F.unfold(x, 3, padding=1),
+        # ours' last step alone, on columns of the same shape: the per-image products with the
+        # weights that the regular conv's oneDNN kernels do as one fused convolution
+        "ours' matmul alone": lambda: torch.matmul(w.reshape(1, cout, cin * 9), cols),
     }
 
     def fwd_bwd(op) -> None:
         op().sum().backward()
-        for t in (x, w, b, off):
+        for t in (x, w, b, off, cols):
             t.grad = None
 
     return {name: (op, lambda op=op: fwd_bwd(op)) for name, op in ops.items()}
@@ -129,21 +141,31 @@ def cpu_peaks(n: int, cin: int, cout: int, size: int) -> dict[str, float | None]
         return pool.apply(_cpu_peaks_child, (n, cin, cout, size))
 
 
+def _no_grad(fn: Callable[[], object]) -> Callable[[], object]:
+    def run() -> object:
+        with torch.no_grad():
+            return fn()
+
+    return run
+
+
 def bench_shape(
     n: int, cin: int, cout: int, size: int, repeats: int, device: torch.device
 ) -> dict[str, tuple[list[float], list[float], float | None]]:
-    out = {}
-    for name, (op, fwd_bwd) in _shape_ops(n, cin, cout, size, device).items():
-        slow = name.startswith("torchvision") and device.type == "cpu"  # its CPU loop is very slow
-        reps = max(1, repeats // 3) if slow else repeats
-        with torch.no_grad():
-            fwd = time_runs(op, reps, device=device)
-        fb = time_runs(fwd_bwd, reps, device=device)
-        out[name] = (fwd, fb, peak_memory_mb(fwd_bwd, device) if device.type == "cuda" else None)
+    """Seconds of each op's forward (no grad) and forward+backward, all timed in turn (round by
+    round, so that a machine's drifting speed weighs on every op alike), and each op's peak MB."""
+    ops = _shape_ops(n, cin, cout, size, device)
+    fns: dict[str, Callable[[], object]] = {}
+    for name, (op, fwd_bwd) in ops.items():
+        fns[name + "\tforward"], fns[name + "\tfwd+bwd"] = _no_grad(op), fwd_bwd
+    # torchvision's CPU op is a per-point loop, ~50x slower: timed in every third round only
+    slow = {key: 3 for key in fns if key.startswith("torchvision") and device.type == "cpu"}
+    times = time_interleaved(fns, repeats, device=device, every=slow)
     if device.type == "cpu":
         peaks = cpu_peaks(n, cin, cout, size)
-        out = {name: (f, fb, peaks[name]) for name, (f, fb, _) in out.items()}
-    return out
+    else:
+        peaks = {name: peak_memory_mb(fwd_bwd, device) for name, (_, fwd_bwd) in ops.items()}
+    return {name: (times[name + "\tforward"], times[name + "\tfwd+bwd"], peaks[name]) for name in ops}
 
 
 def bench_training(repeats: int, device: torch.device) -> dict[str, list[float]]:
@@ -153,7 +175,7 @@ def bench_training(repeats: int, device: torch.device) -> dict[str, list[float]]
     g = torch.Generator().manual_seed(0)
     x = torch.rand(128, 1, 28, 28, generator=g).to(device)
     y = torch.randint(0, 10, (128,), generator=g).to(device)
-    out = {}
+    steps = {}
     for arch in ("regular", "deform", "deform2"):
         torch.manual_seed(0)
         model = MnistNet(arch).to(device).train()
@@ -165,8 +187,8 @@ def bench_training(repeats: int, device: torch.device) -> dict[str, list[float]]
             loss.backward()
             opt.step()
 
-        out[arch] = time_runs(step, repeats * 2, warmup=2, device=device)
-    return out
+        steps[arch] = step
+    return time_interleaved(steps, repeats * 2, warmup=2, device=device)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,6 +218,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  cost vs regular conv:      forward {of / cf:.1f}x, fwd+bwd {ofb / cfb:.1f}x")
         uf, ufb = med["plain im2col"]
         print(f"  plain im2col alone vs regular conv: forward {uf / cf:.1f}x, fwd+bwd {ufb / cfb:.1f}x")
+        mf, mfb = med["ours' matmul alone"]
+        print(f"  ours' matmul alone vs regular conv: forward {mf / cf:.1f}x, fwd+bwd {mfb / cfb:.1f}x")
+        gflop = 2 * n * size * size * cout * cin * 9 / 1e9  # the same multiply-adds in both
+        print(
+            f"  forward throughput, {gflop:.2f} GFLOP each: regular conv {gflop / cf:.0f} GFLOP/s, "
+            f"ours' matmul alone {gflop / mf:.0f} GFLOP/s"
+        )
         mems = {name: mem for name, (_, _, mem) in r.items()}
         if mems["ours deform"] is not None and mems["regular conv"]:
             print(
@@ -241,11 +270,14 @@ def bench_roi(repeats: int, device: torch.device | None = None) -> None:
     }
     print("\nRoI pooling (128 RoIs, 64 channels, 8 maps of 32x32, 3x3 bins, sampling ratio 2)")
     print(f"  {'op':<22}{'forward ms':>22}{'fwd+bwd ms':>26}")
-    med = {}
+    fns: dict[str, Callable[[], object]] = {}
     for name, op in ops.items():
-        with torch.no_grad():
-            f = time_runs(op, repeats * 4, device=device)
-        fb = time_runs(lambda op=op: op().sum().backward(), repeats * 4, device=device)
+        fns[name + "\tforward"] = _no_grad(op)
+        fns[name + "\tfwd+bwd"] = lambda op=op: op().sum().backward()
+    times = time_interleaved(fns, repeats * 4, device=device)
+    med = {}
+    for name in ops:
+        f, fb = times[name + "\tforward"], times[name + "\tfwd+bwd"]
         med[name] = (statistics.median(f), statistics.median(fb))
         print(f"  {name:<22}{spread(f):>22}{spread(fb):>26}")
     (rf, rfb), (of, ofb) = med["roi_align"], med["ours deform_roi_pool"]

@@ -93,12 +93,26 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def cpu_model(cpuinfo: str | Path = "/proc/cpuinfo") -> str | None:
+    """The processor's model name (``'AMD EPYC'``) from Linux's cpuinfo; None where it is not
+    readable. Timings depend on it (torch's BLAS, for one, is much faster on some vendors)."""
+    try:
+        for line in Path(cpuinfo).read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return None
+
+
 def describe_device(device: torch.device, threads: int | None = None) -> str:
-    """``'GPU 0: NVIDIA H200'`` or ``'CPU, 2 threads'``, for the commands' first line."""
+    """``'GPU 0: NVIDIA H200'`` or ``'CPU (AMD EPYC), 2 threads'``, for the commands' first line."""
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
         return f"GPU {index}: {torch.cuda.get_device_name(index)}"
-    return f"CPU, {threads or torch.get_num_threads()} threads"
+    model = cpu_model()
+    return f"CPU{f' ({model})' if model else ''}, {threads or torch.get_num_threads()} threads"
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -117,17 +131,39 @@ def time_runs(
     fn: Callable[[], object], repeats: int, warmup: int = 1, device: torch.device | None = None
 ) -> list[float]:
     """Wall times in seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones (on a
-    GPU ``device``, each call is waited for before its time is taken)."""
+    GPU ``device``, each call is waited for before its time is taken). To compare functions,
+    time them in turn with :func:`time_interleaved`."""
+    return time_interleaved({"fn": fn}, repeats, warmup, device)["fn"]
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[], object]],
+    repeats: int,
+    warmup: int = 1,
+    device: torch.device | None = None,
+    every: dict[str, int] | None = None,
+) -> dict[str, list[float]]:
+    """Wall times in seconds of each of ``fns``, timed in turn: round ``r`` calls every function
+    once (a function named in ``every`` only in rounds ``r % every[name] == 0``, for a slow one).
+    Whatever else the machine is doing then weighs on every function alike, so the ratios of
+    their medians stay fair on a shared machine whose speed drifts from minute to minute (timing
+    one function's runs, then the next's, does not). ``warmup`` untimed calls of each first; on a
+    GPU ``device`` each call is waited for before its time is taken."""
     dev = device or torch.device("cpu")
-    for _ in range(warmup):
-        fn()
+    every = every or {}
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
     synchronize(dev)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        synchronize(dev)
-        times.append(time.perf_counter() - t0)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for r in range(repeats):
+        for name, fn in fns.items():
+            if r % every.get(name, 1):
+                continue
+            t0 = time.perf_counter()
+            fn()
+            synchronize(dev)
+            times[name].append(time.perf_counter() - t0)
     return times
 
 
@@ -141,6 +177,7 @@ __all__ = [
     "add_device_argument",
     "atomic_write",
     "atomic_write_text",
+    "cpu_model",
     "default_file_mode",
     "describe_device",
     "device_or_exit",
@@ -148,6 +185,7 @@ __all__ = [
     "resolve_device",
     "spread",
     "synchronize",
+    "time_interleaved",
     "time_runs",
     "use_all_cpu_threads",
 ]

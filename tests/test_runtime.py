@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models import deform_conv
+from models import deform_conv, runtime
 from models.bench import cpu_peaks, peak_memory_mb
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.runtime import describe_device, resolve_device
@@ -23,6 +23,18 @@ def test_resolve_device(monkeypatch):
         resolve_device("cuda")
     with pytest.raises(ValueError, match="unknown device 'tpu'"):
         resolve_device("tpu")
+
+
+def test_describe_device_names_the_cpu(monkeypatch, tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9654 96-Core Processor\n")
+    assert runtime.cpu_model(info) == "AMD EPYC 9654 96-Core Processor"
+    info.write_text("processor\t: 0\nmodel name\t:\n")  # some virtual machines leave it empty
+    assert runtime.cpu_model(info) is None
+    assert runtime.cpu_model(tmp_path / "absent") is None
+    monkeypatch.setattr(runtime, "cpu_model", lambda: "AMD EPYC")
+    assert describe_device(torch.device("cpu"), 3) == "CPU (AMD EPYC), 3 threads"
+    monkeypatch.setattr(runtime, "cpu_model", lambda: None)
     assert describe_device(torch.device("cpu"), 3) == "CPU, 3 threads"
 
 
@@ -44,7 +56,7 @@ def test_cpu_peaks_of_the_benchmark_ops():
     peaks = cpu_peaks(8, 16, 16, 20)
     if peaks["regular conv"] is None:
         pytest.skip("this system cannot reset the peak resident memory (/proc/self/clear_refs)")
-    assert set(peaks) == {"regular conv", "torchvision deform", "ours deform", "plain im2col"}
+    assert set(peaks) == {"regular conv", "torchvision deform", "ours deform", "plain im2col", "ours' matmul alone"}
     im2col_mb = 8 * 16 * 9 * 20 * 20 * 4 / 2**20  # ours holds its sampled columns for the backward
     assert im2col_mb <= peaks["ours deform"] < 50
 
@@ -106,3 +118,14 @@ def test_a_command_refuses_an_unknown_device(capsys):
         evaluate.main(["no_such.pt", "--device", "tpu"])
     assert exc.value.code == 2
     assert "unknown device 'tpu'" in capsys.readouterr().err
+
+
+def test_time_interleaved_times_in_turn():
+    calls = []
+    fns = {name: (lambda name=name: calls.append(name)) for name in ("a", "b", "slow")}
+    times = runtime.time_interleaved(fns, repeats=4, warmup=1, every={"slow": 3})
+    assert calls[:3] == ["a", "b", "slow"]  # one warm-up each
+    # then round by round; the slow one only in rounds 0 and 3
+    assert calls[3:] == ["a", "b", "slow", "a", "b", "a", "b", "a", "b", "slow"]
+    assert [len(times[n]) for n in fns] == [4, 4, 2]
+    assert all(t >= 0 for ts in times.values() for t in ts)
