@@ -1,17 +1,22 @@
-"""Device choice, timing and memory helpers, and the device paths of training and the layer.
+"""Device choice, timing and memory helpers, and the device paths of training, the layer, its
+CUDA dispatch and every view.
 
 The CUDA tests run wherever torch sees a GPU and are skipped, with the reason, elsewhere."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+from torch import Tensor
 
 from models import deform_conv, runtime
 from models.bench import cpu_peaks, peak_memory_mb
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.runtime import describe_device, resolve_device
 
+ROOT = Path(__file__).resolve().parents[1]
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
 
 
@@ -129,3 +134,85 @@ def test_time_interleaved_times_in_turn():
     assert calls[3:] == ["a", "b", "slow", "a", "b", "a", "b", "a", "b", "slow"]
     assert [len(times[n]) for n in fns] == [4, 4, 2]
     assert all(t >= 0 for ts in times.values() for t in ts)
+
+
+def test_cuda_dispatch_measures_once_per_shape_and_obeys_a_forced_choice(monkeypatch):
+    # The dispatch logic is device-agnostic: run it on CPU tensors, with the measurement replaced
+    # by a slow counting stub, from several threads at once.
+    import threading
+    import time
+
+    measured = []
+
+    def fake_measure(args, repeats=3):
+        measured.append(tuple(args[0].shape))
+        time.sleep(0.05)  # the other threads arrive while this one measures
+        return "torchvision", {"ours": 2.0, "torchvision": 1.0}
+
+    monkeypatch.setattr(deform_conv, "measure_faster", fake_measure)
+    monkeypatch.setattr(deform_conv, "_CUDA_CHOICE", {})
+    w = torch.randn(3, 2, 3, 3)
+
+    def args_for(size):
+        return (torch.randn(1, 2, size, size), torch.zeros(1, 18, size, size), w, None, 1, 1, 1, None)
+
+    chosen = []
+    threads = [threading.Thread(target=lambda: chosen.append(deform_conv._cuda_op(args_for(6)))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    deform_conv._cuda_op(args_for(7))
+    assert measured == [(1, 2, 6, 6), (1, 2, 7, 7)]  # once per shape, however many callers
+    assert len(chosen) == 4 and all(op is deform_conv._implementations()["torchvision"] for op in chosen)
+    monkeypatch.setattr(deform_conv, "CUDA_IMPL", "ours")
+    assert deform_conv._cuda_op(args_for(8)) is deform_conv.deform_conv2d and len(measured) == 2
+
+
+def _every_view(device: str) -> dict[str, Tensor | list[Tensor]]:
+    """What the app and the export compute for a scene, a digit, an RoI box and a user model, run
+    on ``device``; all of it comes back on the CPU."""
+    import viz
+    from viz.roi import roi_bins
+    from viz.samples import load_samples, load_scene_samples
+    from viz.support import saliency_region, unit_support
+
+    scenes, digit = load_scene_samples(), load_samples().images[1]
+    scene = scenes.images[10]
+    out: dict[str, Tensor | list[Tensor]] = {}
+    for name, image, unit in (("scene_deform2", scene, (6, 10)), ("deform_rts", digit, (7, 7))):
+        model = viz.load(name, device)
+        cap = viz.capture(model, image)
+        out[f"{name} logits"] = cap.logits
+        out[f"{name} offsets"] = [layer.offsets_yx for layer in cap.layers]
+        for method in viz.METHODS:
+            pts = viz.backproject(cap, unit, method=method)
+            if method == "bilinear":  # a fixed number of points: compare them one by one
+                out[f"{name} {method}"] = torch.stack([pts.x, pts.y, pts.weight])
+            else:  # rounding or merging may differ at a tie: compare mass and centre
+                mass = pts.weight.sum()
+                out[f"{name} {method}"] = torch.stack(
+                    [mass, (pts.x * pts.weight).sum() / mass, (pts.y * pts.weight).sum() / mass]
+                )
+        out[f"{name} erf"] = unit_support(model, image, unit).erf
+        out[f"{name} saliency errors"] = saliency_region(model, image, unit).errors
+    first_box = scenes.boxes[(scenes.scene == 10).nonzero()[0, 0]]  # boxes are listed for all scenes
+    bins = roi_bins(viz.load("roi_deform", device), scene, tuple(float(v) for v in first_box))
+    out["roi bins"], out["roi probabilities"] = bins.moved, bins.probabilities
+    user = viz.load_user_model(
+        "examples.dcn_resnet:dcn_resnet", weights=ROOT / "examples" / "dcn_resnet_digits.pt", device=device
+    )
+    out["user model offsets"] = [layer.offsets_yx for layer in viz.capture(user, digit).layers]
+    return out
+
+
+@needs_cuda
+def test_every_view_on_cuda_equals_cpu():
+    cpu, gpu = _every_view("cpu"), _every_view("cuda")
+    for key, want in cpu.items():
+        got = gpu[key]
+        for w, g in zip(
+            want if isinstance(want, list) else [want], got if isinstance(got, list) else [got], strict=True
+        ):
+            assert not g.is_cuda, key  # views always come back on the CPU
+            assert g.shape == w.shape and torch.allclose(g, w, rtol=1e-3, atol=1e-3), key
