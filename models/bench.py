@@ -7,17 +7,19 @@ weighs on each alike, after untimed warm-up runs of every op. The warm-ups also 
 allocator to the steady state of a long-running process: until a process frees its first large
 block, every allocation over 128 kB is a fresh mmap whose pages fault in when first touched, and
 a regular conv timed first in a fresh process measured 7-9 ms instead of 2.5-4 ms on the MNIST
-shape (earlier versions of this benchmark timed it so, which flattered ours). For each op (a regular conv, torchvision's deformable op, ours, and two
-parts that explain ours' cost: torch's plain im2col, and ours' final matmul alone with its
-multiply-adds per second beside the regular conv's): min / median / max wall times of the forward
-and of forward+backward, the ratios of medians measured in the same run, and the peak memory of
-one forward+backward above what its inputs already hold (CPU: the peak resident memory of a
-child process, reset before each op through /proc/self/clear_refs, with glibc told to hand large
-blocks back, in a child so that the times are not disturbed; CUDA: torch's peak allocated
-memory). Then the time of a training step of the digit classifiers (DCNv1, DCNv2, regular,
-batch 128, 28x28) and what that makes an epoch of 10,000 digits; then deformable RoI pooling
-against roi_align. On CUDA, ours and torchvision's compiled op are both timed, and the layer
-uses the faster one (models.deform_conv.CUDA_IMPL).
+shape (earlier versions of this benchmark timed it so, which flattered ours).
+
+For each op (a regular conv, torchvision's deformable op, ours, and two parts that explain ours'
+cost: torch's plain im2col, and ours' final matmul alone with its multiply-adds per second beside
+the regular conv's): min / median / max wall times of the forward and of forward+backward, the
+ratios of medians measured in the same run, and the peak memory of one forward+backward above
+what its inputs already hold (CPU: the peak resident memory of a child process, reset before
+each op through /proc/self/clear_refs, with glibc told to hand large blocks back, in a child so
+that the times are not disturbed; CUDA: torch's peak allocated memory). Then the time of a
+training step of the digit classifiers (DCNv1, DCNv2, regular, batch 128, 28x28) and what that
+makes an epoch of 10,000 digits; then deformable RoI pooling against roi_align. On CUDA, ours and
+torchvision's compiled op are both timed, and the layer uses the faster one
+(models.deform_conv.CUDA_IMPL).
 """
 
 from __future__ import annotations
@@ -149,23 +151,37 @@ def _no_grad(fn: Callable[[], object]) -> Callable[[], object]:
     return run
 
 
+def time_forward_and_backward(
+    ops: dict[str, tuple[Callable[[], object], Callable[[], object]]],
+    repeats: int,
+    device: torch.device,
+    slow: tuple[str, ...] = (),
+) -> dict[str, tuple[list[float], list[float]]]:
+    """Seconds of each op's forward (no grad) and forward+backward, ``ops`` mapping a name to
+    ``(forward, forward_and_backward)``: all timed in turn, round by round, so that a machine's
+    drifting speed weighs on every op alike; the ``slow`` ones in every third round only."""
+    fns: dict[str, Callable[[], object]] = {}
+    for name, (fwd, fwd_bwd) in ops.items():
+        fns[name + "\tforward"], fns[name + "\tfwd+bwd"] = _no_grad(fwd), fwd_bwd
+    every = {key: 3 for key in fns if key.split("\t")[0] in slow}
+    times = time_interleaved(fns, repeats, device=device, every=every)
+    return {name: (times[name + "\tforward"], times[name + "\tfwd+bwd"]) for name in ops}
+
+
 def bench_shape(
     n: int, cin: int, cout: int, size: int, repeats: int, device: torch.device
 ) -> dict[str, tuple[list[float], list[float], float | None]]:
-    """Seconds of each op's forward (no grad) and forward+backward, all timed in turn (round by
-    round, so that a machine's drifting speed weighs on every op alike), and each op's peak MB."""
+    """Seconds of each op's forward and forward+backward (:func:`time_forward_and_backward`),
+    and each op's peak MB."""
     ops = _shape_ops(n, cin, cout, size, device)
-    fns: dict[str, Callable[[], object]] = {}
-    for name, (op, fwd_bwd) in ops.items():
-        fns[name + "\tforward"], fns[name + "\tfwd+bwd"] = _no_grad(op), fwd_bwd
-    # torchvision's CPU op is a per-point loop, ~50x slower: timed in every third round only
-    slow = {key: 3 for key in fns if key.startswith("torchvision") and device.type == "cpu"}
-    times = time_interleaved(fns, repeats, device=device, every=slow)
+    # torchvision's CPU op is a per-point loop, ~50x slower
+    slow = ("torchvision deform",) if device.type == "cpu" else ()
+    times = time_forward_and_backward(ops, repeats, device, slow)
     if device.type == "cpu":
         peaks = cpu_peaks(n, cin, cout, size)
     else:
         peaks = {name: peak_memory_mb(fwd_bwd, device) for name, (_, fwd_bwd) in ops.items()}
-    return {name: (times[name + "\tforward"], times[name + "\tfwd+bwd"], peaks[name]) for name in ops}
+    return {name: (*times[name], peaks[name]) for name in ops}
 
 
 def bench_training(repeats: int, device: torch.device) -> dict[str, list[float]]:
@@ -270,14 +286,11 @@ def bench_roi(repeats: int, device: torch.device | None = None) -> None:
     }
     print("\nRoI pooling (128 RoIs, 64 channels, 8 maps of 32x32, 3x3 bins, sampling ratio 2)")
     print(f"  {'op':<22}{'forward ms':>22}{'fwd+bwd ms':>26}")
-    fns: dict[str, Callable[[], object]] = {}
-    for name, op in ops.items():
-        fns[name + "\tforward"] = _no_grad(op)
-        fns[name + "\tfwd+bwd"] = lambda op=op: op().sum().backward()
-    times = time_interleaved(fns, repeats * 4, device=device)
+    times = time_forward_and_backward(
+        {name: (op, lambda op=op: op().sum().backward()) for name, op in ops.items()}, repeats * 4, device
+    )
     med = {}
-    for name in ops:
-        f, fb = times[name + "\tforward"], times[name + "\tfwd+bwd"]
+    for name, (f, fb) in times.items():
         med[name] = (statistics.median(f), statistics.median(fb))
         print(f"  {name:<22}{spread(f):>22}{spread(fb):>26}")
     (rf, rfb), (of, ofb) = med["roi_align"], med["ours deform_roi_pool"]
