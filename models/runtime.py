@@ -4,6 +4,7 @@ device, timing."""
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import os
 import statistics
@@ -93,6 +94,7 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+@functools.cache  # read once per process: the app names the device on every rerun
 def cpu_model(cpuinfo: str | Path = "/proc/cpuinfo") -> str | None:
     """The processor's model name (``'AMD EPYC'``) from Linux's cpuinfo; None where it is not
     readable. Timings depend on it (torch's BLAS, for one, is much faster on some vendors)."""

@@ -31,11 +31,11 @@ def test_resolve_device(monkeypatch):
 
 
 def test_describe_device_names_the_cpu(monkeypatch, tmp_path):
-    info = tmp_path / "cpuinfo"
+    info, empty = tmp_path / "cpuinfo", tmp_path / "empty"  # one file each: a file is read once
     info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9654 96-Core Processor\n")
     assert runtime.cpu_model(info) == "AMD EPYC 9654 96-Core Processor"
-    info.write_text("processor\t: 0\nmodel name\t:\n")  # some virtual machines leave it empty
-    assert runtime.cpu_model(info) is None
+    empty.write_text("processor\t: 0\nmodel name\t:\n")  # some virtual machines leave it empty
+    assert runtime.cpu_model(empty) is None
     assert runtime.cpu_model(tmp_path / "absent") is None
     monkeypatch.setattr(runtime, "cpu_model", lambda: "AMD EPYC")
     assert describe_device(torch.device("cpu"), 3) == "CPU (AMD EPYC), 3 threads"
