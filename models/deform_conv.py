@@ -128,12 +128,14 @@ def _implementations() -> dict[str, Callable[..., Tensor]]:
 def measure_faster(args: tuple, repeats: int = 3) -> tuple[str, dict[str, float]]:
     """Which implementation runs ``deform_conv2d(*args)`` (forward and backward) faster on the
     arguments' device: ``(name, {name: median seconds})``. Inputs are detached copies, so the
-    caller's graph is untouched; the device is synchronised around every timed run."""
-    copies = tuple(
-        a.detach().clone().requires_grad_(a.is_floating_point()) if isinstance(a, Tensor) else a for a in args
-    )
+    caller's graph is untouched; the device is synchronised around every timed run. Works under
+    ``torch.no_grad()`` and ``torch.inference_mode()`` too (a model's first call is often one)."""
     medians = {}
-    with torch.enable_grad():
+    # the copies are made outside inference mode: inference tensors cannot join a graph
+    with torch.inference_mode(False), torch.enable_grad():
+        copies = tuple(
+            a.detach().clone().requires_grad_(a.is_floating_point()) if isinstance(a, Tensor) else a for a in args
+        )
         for name, fn in _implementations().items():
             # the warm-up run loads kernels and fills the allocator
             times = time_runs(lambda fn=fn: fn(*copies).sum().backward(), repeats, device=args[0].device)

@@ -76,6 +76,21 @@ def test_measure_faster_times_both_and_leaves_inputs_alone():
     assert x.grad is None  # copies were timed, not the caller's tensors
 
 
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+def test_measure_faster_inside_a_no_grad_call(mode):
+    # a model's first call on the GPU (where the layer measures) is often an inference under
+    # no_grad or inference_mode, with inference tensors as inputs: the timing must still run
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(3, 2, 3, 3, generator=g)
+    with getattr(torch, mode)():
+        x = torch.randn(1, 2, 6, 6, generator=g)
+        off = torch.randn(1, 18, 6, 6, generator=g)
+        mask = torch.rand(1, 9, 6, 6, generator=g)
+        name, medians = deform_conv.measure_faster((x, off, w, None, 1, 1, 1, mask), repeats=1)
+        assert not torch.is_grad_enabled()  # the caller's mode is back
+    assert name in ("ours", "torchvision") and all(t > 0 for t in medians.values())
+
+
 def test_training_on_cpu_device_argument(tmp_path):
     from models.data import Split
     from models.training import TrainConfig, predict, train
@@ -99,6 +114,10 @@ def test_layer_on_cuda_equals_cpu():
         finally:
             deform_conv.CUDA_IMPL = "auto"
         assert torch.allclose(gpu, layer.cpu()(x), atol=1e-4), impl
+    deform_conv._CUDA_CHOICE.clear()  # so that "auto" measures again, inside inference mode
+    with torch.inference_mode():
+        gpu = layer.cuda()(x.cuda()).cpu()
+    assert torch.allclose(gpu, layer.cpu()(x), atol=1e-4), "auto under inference_mode"
 
 
 @needs_cuda
