@@ -305,8 +305,7 @@ def _probe_fields(
                 stack.callback(f.module.register_forward_hook(regular(f)).remove)
         stack.enter_context(_RegularOps())
         try:
-            with torch.enable_grad():
-                run(images)
+            run(images)  # in grad mode: probe_geometry's
         except _StopProbe:
             pass
     fields: list[list[Field]] = []
@@ -360,6 +359,9 @@ def _fit(name: str, fields: list[Field], probe_size: tuple[int, int]) -> ProbedG
     return ProbedGeometry((stride[0], stride[1]), (offset[0], offset[1]), extents.pop(), probe_size)
 
 
+# the probe differentiates the maps by the image: a caller's no_grad or inference mode must not reach in
+@torch.inference_mode(False)
+@torch.enable_grad()
 def probe_geometry(
     run: Callable[[Tensor], Any],
     found: list[FoundLayer],
@@ -522,6 +524,9 @@ def _channels(v: float | tuple[float, ...], c: int, what: str) -> tuple[float, .
     return vals
 
 
+# outside any inference mode of the caller: the normalisation buffers made here must be ordinary
+# tensors, or every gradient view (ERF, saliency) of the wrapped model fails later
+@torch.inference_mode(False)
 def discover(
     model: nn.Module,
     input_size: int | tuple[int, int] = 28,

@@ -202,3 +202,20 @@ def test_user_model_loading_errors_are_clear(tmp_path):
     torch.save({"x": Flip()}, evil)
     with pytest.raises(CheckpointError, match="only plain tensors are loaded"):
         viz.load_user_model("examples.dcn_resnet:dcn_resnet", weights=evil)
+
+
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+def test_discovery_inside_a_callers_no_grad_or_inference_mode(mode):
+    # the probe differentiates; a script that wraps its model inside no_grad or inference_mode
+    # used to get "needs the model to run ... and it failed" for a model that runs fine
+    torch.manual_seed(0)
+    model = FrontAndStack([nn.Conv2d(1, 4, 3, 2, 1)], [TvPair(4, 4), TvPair(4, 4)])
+    want = discover(model, 32, mean=0.0, std=1.0)
+    with getattr(torch, mode)():
+        got = discover(model, 32, mean=0.0, std=1.0)
+        assert not torch.is_grad_enabled()
+    assert [(s.pixel_stride, s.pixel_offset) for s in got.layers] == [((2, 2), (0, 0))] * 2
+    assert [(s.pixel_stride, s.pixel_offset) for s in got.layers] == [
+        (s.pixel_stride, s.pixel_offset) for s in want.layers
+    ]
+    assert not got.mean.is_inference()

@@ -151,3 +151,24 @@ def test_torchvision_and_discovered_models_are_supported():
     # top attributions add up to the response exactly (the gated op path is really taken)
     assert torch.allclose(sup.attributions[1].sum(dim=(1, 2, 3, 4)), sup.response, rtol=1e-4)
     assert (sup.attributions[0] != 0).any()
+
+
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+def test_support_inside_a_callers_no_grad_or_inference_mode(mode):
+    # a script that runs its model under inference_mode may ask for the ERF there too; the
+    # image (an inference tensor then) must still be differentiated, and the mode restored
+    from models.discovery import discover
+    from tests.user_models import FrontAndStack, InlineDeform
+
+    torch.manual_seed(0)
+    stack = FrontAndStack([nn.Conv2d(1, 4, 3, padding=1)], [InlineDeform(4, 4), InlineDeform(4, 4)])
+    plain = discover(stack, 12, 1, 0.0, 1.0)
+    image = torch.rand(1, 12, 12)
+    want = unit_support(plain, image, (5, 6))
+    with getattr(torch, mode)():
+        model = discover(stack, 12, 1, 0.0, 1.0)  # its normalisation buffers are made here
+        got = unit_support(model, image.clone(), (5, 6))
+        assert not torch.is_grad_enabled()
+    assert torch.equal(got.erf, want.erf) and want.erf.sum() > 0
+    for a, b in zip(got.attributions, want.attributions, strict=True):
+        assert torch.equal(a, b)

@@ -173,6 +173,9 @@ def _install(stack: ExitStack, run: _Run, layers: list[SamplingLayer]) -> None:
         stack.enter_context(_GateOps(run, layers))
 
 
+# gradients are the point: a caller's no_grad or inference mode must not reach in
+@torch.inference_mode(False)
+@torch.enable_grad()
 def unit_support(model: nn.Module, image: Tensor, units: tuple[int, int] | list[tuple[int, int]]) -> Support:
     """ERF and sample attributions of top-layer ``units`` on one ``(C, H, W)`` image (see the
     module docstring). Thread-safe on a shared model in eval mode."""
@@ -185,7 +188,7 @@ def unit_support(model: nn.Module, image: Tensor, units: tuple[int, int] | list[
     run = _Run()
     token = _ACTIVE.set(run)
     try:
-        with ExitStack() as stack, torch.enable_grad():
+        with ExitStack() as stack:
             _install(stack, run, layers)
             model(x)
     finally:
