@@ -18,8 +18,8 @@ each op through /proc/self/clear_refs, with glibc told to hand large blocks back
 that the times are not disturbed; CUDA: torch's peak allocated memory). Then the time of a
 training step of the digit classifiers (DCNv1, DCNv2, regular, batch 128, 28x28) and what that
 makes an epoch of 10,000 digits; then deformable RoI pooling against roi_align. On CUDA, ours and
-torchvision's compiled op are both timed, and the layer uses the faster one
-(models.deform_conv.CUDA_IMPL).
+torchvision's compiled op are both timed, and the layer uses the faster one, forward alone for an
+inference, forward and backward for training (models.deform_conv.CUDA_IMPL).
 """
 
 from __future__ import annotations
@@ -248,8 +248,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"torchvision {mems['torchvision deform'] / mems['regular conv']:.1f}x"
             )
         if device.type == "cuda":
-            faster = "ours" if ofb <= tfb else "torchvision"
-            print(f"  on this GPU the layer uses {faster} (faster forward+backward)")
+            print(
+                f"  on this GPU the layer uses {'ours' if of <= tf else 'torchvision'} for inference (faster "
+                f"forward), {'ours' if ofb <= tfb else 'torchvision'} for training (faster forward+backward)"
+            )
     if not args.no_train:
         steps = bench_training(args.repeats, device)
         per_epoch = -(-EPOCH_DIGITS // 128)

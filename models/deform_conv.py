@@ -111,8 +111,8 @@ def deform_conv2d(
 
 
 #: How :class:`DeformConv2d` runs on a CUDA GPU: ``"auto"`` times ours and torchvision's compiled
-#: op (forward and backward) once per input shape and keeps the faster; ``"ours"`` or
-#: ``"torchvision"`` force one. Both compute the same function (tests/test_deform_conv.py), so
+#: op once per input shape and use (forward alone for an inference, forward and backward when
+#: the call will be differentiated) and keeps the faster; ``"ours"`` or ``"torchvision"`` force one. Both compute the same function (tests/test_deform_conv.py), so
 #: the choice changes speed only. On the CPU ours always runs (it is many times faster there).
 CUDA_IMPL = "auto"
 _CUDA_CHOICE: dict[tuple, str] = {}
@@ -125,21 +125,23 @@ def _implementations() -> dict[str, Callable[..., Tensor]]:
     return {"ours": deform_conv2d, "torchvision": tv_deform_conv2d}
 
 
-def measure_faster(args: tuple, repeats: int = 3) -> tuple[str, dict[str, float]]:
-    """Which implementation runs ``deform_conv2d(*args)`` (forward and backward) faster on the
-    arguments' device: ``(name, {name: median seconds})``. Inputs are detached copies, so the
-    caller's graph is untouched; the device is synchronised around every timed run. Works under
-    ``torch.no_grad()`` and ``torch.inference_mode()`` too (a model's first call is often one)."""
+def measure_faster(args: tuple, repeats: int = 3, backward: bool = True) -> tuple[str, dict[str, float]]:
+    """Which implementation runs ``deform_conv2d(*args)`` faster on the arguments' device, forward
+    and backward (or forward alone, ``backward=False``): ``(name, {name: median seconds})``.
+    Inputs are detached copies, so the caller's graph is untouched; the device is synchronised
+    around every timed run. Works under ``torch.no_grad()`` and ``torch.inference_mode()`` too
+    (a model's first call is often one)."""
     medians = {}
     # the copies are made outside inference mode: inference tensors cannot join a graph
-    with torch.inference_mode(False), torch.enable_grad():
+    with torch.inference_mode(False), torch.set_grad_enabled(backward):
         copies = tuple(
-            a.detach().clone().requires_grad_(a.is_floating_point()) if isinstance(a, Tensor) else a for a in args
+            a.detach().clone().requires_grad_(backward and a.is_floating_point()) if isinstance(a, Tensor) else a
+            for a in args
         )
         for name, fn in _implementations().items():
+            run = (lambda fn=fn: fn(*copies).sum().backward()) if backward else (lambda fn=fn: fn(*copies))
             # the warm-up run loads kernels and fills the allocator
-            times = time_runs(lambda fn=fn: fn(*copies).sum().backward(), repeats, device=args[0].device)
-            medians[name] = statistics.median(times)
+            medians[name] = statistics.median(time_runs(run, repeats, device=args[0].device))
     return min(medians, key=medians.__getitem__), medians
 
 
@@ -147,10 +149,12 @@ def _cuda_op(args: tuple) -> Callable[..., Tensor]:
     if CUDA_IMPL != "auto":
         return _implementations()[CUDA_IMPL]
     x, offset, weight = args[0], args[1], args[2]
-    key = (x.device, x.dtype, tuple(x.shape), tuple(offset.shape), tuple(weight.shape), args[-1] is not None)
-    with _CHOICE_LOCK:  # one measurement per shape, even with several threads arriving at once
+    # an inference pays the forward alone (the app); training pays forward and backward
+    backward = torch.is_grad_enabled() and any(isinstance(a, Tensor) and a.requires_grad for a in args)
+    key = (x.device, x.dtype, tuple(x.shape), tuple(offset.shape), tuple(weight.shape), args[-1] is not None, backward)
+    with _CHOICE_LOCK:  # one measurement per shape and use, even with several threads arriving at once
         if key not in _CUDA_CHOICE:
-            _CUDA_CHOICE[key] = measure_faster(args)[0]
+            _CUDA_CHOICE[key] = measure_faster(args, backward=backward)[0]
         return _implementations()[_CUDA_CHOICE[key]]
 
 

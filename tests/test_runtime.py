@@ -163,14 +163,14 @@ def test_cuda_dispatch_measures_once_per_shape_and_obeys_a_forced_choice(monkeyp
 
     measured = []
 
-    def fake_measure(args, repeats=3):
-        measured.append(tuple(args[0].shape))
+    def fake_measure(args, repeats=3, backward=True):
+        measured.append((tuple(args[0].shape), backward))
         time.sleep(0.05)  # the other threads arrive while this one measures
         return "torchvision", {"ours": 2.0, "torchvision": 1.0}
 
     monkeypatch.setattr(deform_conv, "measure_faster", fake_measure)
     monkeypatch.setattr(deform_conv, "_CUDA_CHOICE", {})
-    w = torch.randn(3, 2, 3, 3)
+    w = torch.randn(3, 2, 3, 3, requires_grad=True)  # a layer's weight: its calls are differentiated
 
     def args_for(size):
         return (torch.randn(1, 2, size, size), torch.zeros(1, 18, size, size), w, None, 1, 1, 1, None)
@@ -182,10 +182,37 @@ def test_cuda_dispatch_measures_once_per_shape_and_obeys_a_forced_choice(monkeyp
     for t in threads:
         t.join()
     deform_conv._cuda_op(args_for(7))
-    assert measured == [(1, 2, 6, 6), (1, 2, 7, 7)]  # once per shape, however many callers
+    # once per shape, however many callers; forward and backward, as training will run
+    assert measured == [((1, 2, 6, 6), True), ((1, 2, 7, 7), True)]
     assert len(chosen) == 4 and all(op is deform_conv._implementations()["torchvision"] for op in chosen)
+    with torch.no_grad():  # an inference of a known shape is measured again, forward alone
+        deform_conv._cuda_op(args_for(6))
+        deform_conv._cuda_op(args_for(6))
+    assert measured[2:] == [((1, 2, 6, 6), False)]
     monkeypatch.setattr(deform_conv, "CUDA_IMPL", "ours")
-    assert deform_conv._cuda_op(args_for(8)) is deform_conv.deform_conv2d and len(measured) == 2
+    assert deform_conv._cuda_op(args_for(8)) is deform_conv.deform_conv2d and len(measured) == 3
+
+
+def test_measure_faster_times_what_will_run(monkeypatch):
+    # forward alone for an inference, forward and backward for training: each implementation is
+    # called (warm-up + repeats) and, with backward, differentiated
+    calls = []
+
+    def fake(name):
+        def op(x, offset, weight, *rest):
+            calls.append((name, torch.is_grad_enabled(), x.requires_grad))
+            return (x * weight.sum()).sum() + offset.sum()
+
+        return op
+
+    monkeypatch.setattr(deform_conv, "_implementations", lambda: {"ours": fake("ours"), "torchvision": fake("tv")})
+    x, off, w = torch.rand(1, 2, 4, 4), torch.zeros(1, 18, 4, 4), torch.rand(3, 2, 3, 3)
+    deform_conv.measure_faster((x, off, w, None, 1, 1, 1, None), repeats=2, backward=False)
+    assert calls == [("ours", False, False)] * 3 + [("tv", False, False)] * 3
+    calls.clear()
+    with torch.no_grad():  # the caller's mode does not decide; the argument does
+        deform_conv.measure_faster((x, off, w, None, 1, 1, 1, None), repeats=2, backward=True)
+    assert calls == [("ours", True, True)] * 3 + [("tv", True, True)] * 3
 
 
 def _every_view(device: str) -> dict[str, Tensor | list[Tensor]]:
