@@ -112,8 +112,9 @@ def deform_conv2d(
 
 #: How :class:`DeformConv2d` runs on a CUDA GPU: ``"auto"`` times ours and torchvision's compiled
 #: op once per input shape and use (forward alone for an inference, forward and backward when
-#: the call will be differentiated) and keeps the faster; ``"ours"`` or ``"torchvision"`` force one. Both compute the same function (tests/test_deform_conv.py), so
-#: the choice changes speed only. On the CPU ours always runs (it is many times faster there).
+#: the call will be differentiated) and keeps the faster; ``"ours"`` or ``"torchvision"`` force
+#: one. Both compute the same function (tests/test_deform_conv.py), so the choice changes speed
+#: only. On the CPU ours always runs (it is many times faster there).
 CUDA_IMPL = "auto"
 _CUDA_CHOICE: dict[tuple, str] = {}
 _CHOICE_LOCK = threading.Lock()
