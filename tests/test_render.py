@@ -116,3 +116,30 @@ def test_unknown_layer_kind_is_refused():
     spec = FigureSpec("t", "", "", [Panel("p", None, [Layer("blobs", np.zeros(1), np.zeros(1), "b")])], ncols=1)
     with pytest.raises(ValueError, match="unknown layer kind 'blobs'"):
         plotly_dict(spec)
+
+
+USER_MODEL_LABELS = [  # the model_points figure of a user model (a 2-panel figure)
+    "image frame",
+    "729 sampling points (level 3); 280 read only zero padding",
+    "unit (7, 7)",
+    "729 samples on 49 positions (size = count)",
+]
+
+
+@pytest.mark.parametrize(
+    ("labels", "want_columns"), [(["frame", "points", "unit", "samples"], 4), (USER_MODEL_LABELS, 2)]
+)  # short labels: all four in a row; long ones: as many per row as fit, all inside the figure
+def test_the_figure_legend_takes_as_many_columns_as_fit(labels, want_columns):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from viz.render import _figure_legend
+
+    fig, axes = plt.subplots(1, 2, figsize=(6.4, 4.2), layout="constrained")
+    entries = {label: axes[0].plot([0, 1], [i, i])[0] for i, label in enumerate(labels)}
+    legend = _figure_legend(fig, entries, "title")
+    assert legend._ncols == want_columns
+    assert legend.get_window_extent(fig.canvas.get_renderer()).width <= fig.bbox.width
+    plt.close(fig)

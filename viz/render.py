@@ -141,10 +141,7 @@ def render_matplotlib(
                 if label and not label.startswith("_"):
                     entries.setdefault(label, handle)
         if entries:
-            fig.legend(
-                list(entries.values()), list(entries), loc="outside upper center", ncols=min(4, len(entries)),
-                fontsize=7, frameon=False, title=spec.title, title_fontsize=12,
-            )  # fmt: skip
+            _figure_legend(fig, entries, spec.title)
             legend_shown = True  # the title heads the legend: a suptitle would collide with it
     if not legend_shown:
         fig.suptitle(spec.title, fontsize=12)
@@ -153,6 +150,26 @@ def render_matplotlib(
     atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi, metadata=metadata))
     plt.close(fig)
     return path
+
+
+def _figure_legend(fig, entries: dict[str, object], title: str, max_columns: int = 4):
+    """One legend above the panels, headed by ``title``, in as many columns (up to
+    ``max_columns``) as fit the figure's width: long labels, such as a user model's padding
+    counts, would otherwise run off both edges. Returns the legend."""
+
+    def legend(ncols: int):
+        return fig.legend(
+            list(entries.values()), list(entries), loc="outside upper center", ncols=ncols,
+            fontsize=7, frameon=False, title=title, title_fontsize=12,
+        )  # fmt: skip
+
+    renderer = fig.canvas.get_renderer()
+    for ncols in range(min(max_columns, len(entries)), 1, -1):
+        tried = legend(ncols)
+        if tried.get_window_extent(renderer).width <= fig.bbox.width:
+            return tried
+        tried.remove()
+    return legend(1)
 
 
 def _wrap(text: str, width: int) -> str:
