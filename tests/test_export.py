@@ -102,6 +102,7 @@ def test_user_model_figures(tmp_path, capsys):
         (["--model", "examples.dcn_resnet:dcn_resnet", "--unit", "20", "0"], "outside the top layer's (14, 14) map"),
         (["--model", "examples.dcn_resnet:dcn_resnet", "--weights", "nope.pt"], "no weights file"),
         (["--model", "examples.dcn_resnet:dcn_resnet", "--pixel-stride", "2", "2"], "go together"),
+        (["--model", "examples.dcn_resnet:dcn_resnet", "--image", "7"], "a bundled sample digit is --digits 7"),
     ],
 )
 def test_user_model_errors(tmp_path, capsys, args, message):

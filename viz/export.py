@@ -280,6 +280,9 @@ def export_user_model(args: argparse.Namespace, out: Path) -> int:
         assert model is not None
         print(model.report(), flush=True)
         if args.image:
+            for path in args.image:
+                if path.isdigit() and not Path(path).exists():
+                    raise ExportError(f"--image {path}: no such file (a bundled sample digit is --digits {path})")
             inputs = [(prepare_for(model, path, args.prepare), str(path)) for path in args.image]
         else:
             digits = [load_digit(d) for d in args.digits]  # bundled samples (or files) in MNIST format
