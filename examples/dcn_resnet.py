@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--data-dir", default="data", help="folder holding MNIST/raw (torchvision layout)")
     p.add_argument("--out", default="examples/dcn_resnet_digits.pt", help="where to write the state dict")
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--augment", default="rotate+translate+scale", help="augmentation, as in models.train")
