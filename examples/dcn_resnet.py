@@ -23,6 +23,7 @@ Train it again (about two minutes on two CPU cores)::
 from __future__ import annotations
 
 import argparse
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -92,24 +93,34 @@ def dcn_resnet(modulated: bool = False) -> DCNResNet:
 def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
-    from models.data import load_mnist
+    from models.data import DataError, load_mnist
     from models.runtime import atomic_write, use_all_cpu_threads
     from models.transforms import random_transform, transformed_test_set
 
     p = argparse.ArgumentParser(
-        prog="python -m examples.dcn_resnet", description="Train the example DCN ResNet on MNIST."
+        prog="python -m examples.dcn_resnet",
+        description=(
+            "Train the example DCN ResNet on MNIST's training digits (AdamW, one-cycle schedule), print "
+            "its test accuracy on plain and augmented digits and save its state dict. The shipped "
+            "weights come from the defaults (about 12 minutes on 2 CPU cores: torchvision's CPU op is slow)."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--data-dir", default="data", help="folder holding MNIST/raw (torchvision layout)")
     p.add_argument("--out", default="examples/dcn_resnet_digits.pt", help="where to write the state dict")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--epochs", type=int, default=10, help="passes over the training digits")
+    p.add_argument("--batch-size", type=int, default=128, help="digits per step")
+    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate of the one-cycle schedule")
     p.add_argument("--augment", default="rotate+translate+scale", help="augmentation, as in models.train")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights, batch order and augmentation")
     args = p.parse_args(argv)
     use_all_cpu_threads()
     torch.manual_seed(args.seed)
-    train, test = load_mnist(args.data_dir, train=True), load_mnist(args.data_dir, train=False)
+    try:
+        train, test = load_mnist(args.data_dir, train=True), load_mnist(args.data_dir, train=False)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     model = dcn_resnet()
     steps = args.epochs * ((len(train) + args.batch_size - 1) // args.batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
