@@ -32,6 +32,7 @@ layers and works out everything the contract (``models.contract``) needs:
 from __future__ import annotations
 
 import importlib
+import itertools
 import math
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -552,6 +553,16 @@ def discover(
         DiscoveryError: no deformable layer, layers that are not stacked, or a geometry that
             cannot be worked out; the message names the layer.
     """
+    made_in_inference = [
+        n for n, t in itertools.chain(model.named_parameters(), model.named_buffers()) if t.is_inference()
+    ]
+    if made_in_inference:
+        more = len(made_in_inference) - 1
+        raise DiscoveryError(
+            f"the model's {made_in_inference[0]!r}{f' (and {more} more)' if more else ''} was made inside "
+            "torch.inference_mode(): such tensors cannot be differentiated, which the probe and the ERF need; "
+            "build the model outside it (torch.no_grad() is fine)"
+        )
     size = pair(input_size)
     wrapped = DiscoveredModel(
         model, size, in_channels, _channels(mean, in_channels, "mean"), _channels(std, in_channels, "std")

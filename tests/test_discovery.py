@@ -219,3 +219,18 @@ def test_discovery_inside_a_callers_no_grad_or_inference_mode(mode):
         (s.pixel_stride, s.pixel_offset) for s in want.layers
     ]
     assert not got.mean.is_inference()
+
+
+def test_a_model_made_inside_inference_mode_is_refused_by_name_and_the_user_path_builds_outside():
+    from examples.dcn_resnet import dcn_resnet
+    from viz.support import unit_support
+
+    with torch.inference_mode():
+        made_inside = dcn_resnet()
+        with pytest.raises(
+            DiscoveryError, match=r"'stem.0.weight' \(and \d+ more\) was made inside torch.inference_mode"
+        ):
+            discover(made_inside)
+        # load_user_model builds the model itself, outside the caller's inference mode
+        model = viz.load_user_model("examples.dcn_resnet:dcn_resnet", weights=EXAMPLE_WEIGHTS)
+        assert unit_support(model, torch.rand(1, 28, 28), (7, 7)).erf.sum() > 0

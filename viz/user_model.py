@@ -31,6 +31,7 @@ DEFAULT_NORMALISATION = {1: ((0.1307,), (0.3081,)), 3: ((0.485, 0.456, 0.406), (
 PREPARE_MODES = ("auto", "digit", "scene", "plain")
 
 
+@torch.inference_mode(False)  # the model built here must be differentiable whatever mode the caller is in
 def load_user_model(
     spec: str,
     weights: str | Path | None = None,
