@@ -107,6 +107,7 @@ def model_from_config(config: dict[str, Any]) -> nn.Module:
         raise CheckpointError(f"checkpoint config cannot build a model: {exc}") from None
 
 
+@torch.inference_mode(False)  # the model built here must be differentiable whatever mode the caller is in
 def load_checkpoint(path: str | Path) -> nn.Module:
     """Load a checkpoint into its model, in eval mode. The one loader everyone uses.
 

@@ -46,6 +46,17 @@ def test_round_trip(ckpt):
     assert stat.S_IMODE(path.stat().st_mode) == default_file_mode(), "same mode as a plain open() would give"
 
 
+def test_loaded_inside_inference_mode_the_model_is_still_differentiable(ckpt):
+    # a script may load inside torch.inference_mode(); the ERF and saliency views differentiate
+    path, _ = ckpt
+    with torch.inference_mode():
+        model = load_checkpoint(path)
+    assert not any(p.is_inference() for p in model.parameters())
+    x = torch.rand(1, 1, 28, 28, requires_grad=True)
+    model(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "nope.pt")

@@ -34,6 +34,7 @@ def shipped_checkpoints() -> dict[str, Path]:
     return {p.stem: p for p in sorted(CHECKPOINT_DIR.glob("*.pt"))}
 
 
+@torch.inference_mode(False)  # built and moved outside the caller's inference mode: views differentiate it
 def load(checkpoint: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """A model in eval mode from a checkpoint path or the name of a shipped one
     (e.g. ``"deform_plain"``), on ``device`` (``"auto"``: the GPU when there is one). Captures
