@@ -133,8 +133,9 @@ def measure_faster(args: tuple, repeats: int = 3, backward: bool = True) -> tupl
     around every timed run. Works under ``torch.no_grad()`` and ``torch.inference_mode()`` too
     (a model's first call is often one)."""
     medians = {}
-    # the copies are made outside inference mode: inference tensors cannot join a graph
-    with torch.inference_mode(False), torch.set_grad_enabled(backward):
+    # the copies are made outside inference mode: inference tensors cannot join a graph; and the
+    # trial calls are hidden from torch function modes (viz records a layer's op calls with one)
+    with torch._C.DisableTorchFunction(), torch.inference_mode(False), torch.set_grad_enabled(backward):
         copies = tuple(
             a.detach().clone().requires_grad_(backward and a.is_floating_point()) if isinstance(a, Tensor) else a
             for a in args

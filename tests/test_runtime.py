@@ -193,6 +193,26 @@ def test_cuda_dispatch_measures_once_per_shape_and_obeys_a_forced_choice(monkeyp
     assert deform_conv._cuda_op(args_for(8)) is deform_conv.deform_conv2d and len(measured) == 3
 
 
+def test_measure_faster_is_hidden_from_torch_function_modes():
+    # viz records the op calls of a layer with a torch function mode; the trial runs of the
+    # dispatch (inside a layer's first forward on a GPU) must not be recorded as the layer's
+    from torch.overrides import TorchFunctionMode
+
+    seen = []
+
+    class Recorder(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            seen.append(func)
+            return func(*args, **(kwargs or {}))
+
+    x, off, w = torch.rand(1, 2, 5, 5), torch.rand(1, 18, 5, 5), torch.rand(3, 2, 3, 3)
+    with Recorder():
+        deform_conv.measure_faster((x, off, w, None, 1, 1, 1, None), repeats=1)
+        assert seen == []
+        deform_conv.deform_conv2d(x, off, w, padding=1)  # while an ordinary call is seen
+    assert seen
+
+
 def test_measure_faster_times_what_will_run(monkeypatch):
     # forward alone for an inference, forward and backward for training: each implementation is
     # called (warm-up + repeats) and, with backward, differentiated
