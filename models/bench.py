@@ -143,14 +143,6 @@ def cpu_peaks(n: int, cin: int, cout: int, size: int) -> dict[str, float | None]
         return pool.apply(_cpu_peaks_child, (n, cin, cout, size))
 
 
-def _no_grad(fn: Callable[[], object]) -> Callable[[], object]:
-    def run() -> object:
-        with torch.no_grad():
-            return fn()
-
-    return run
-
-
 def time_forward_and_backward(
     ops: dict[str, tuple[Callable[[], object], Callable[[], object]]],
     repeats: int,
@@ -162,7 +154,7 @@ def time_forward_and_backward(
     drifting speed weighs on every op alike; the ``slow`` ones in every third round only."""
     fns: dict[str, Callable[[], object]] = {}
     for name, (fwd, fwd_bwd) in ops.items():
-        fns[name + "\tforward"], fns[name + "\tfwd+bwd"] = _no_grad(fwd), fwd_bwd
+        fns[name + "\tforward"], fns[name + "\tfwd+bwd"] = torch.no_grad()(fwd), fwd_bwd
     every = {key: 3 for key in fns if key.split("\t")[0] in slow}
     times = time_interleaved(fns, repeats, device=device, every=every)
     return {name: (times[name + "\tforward"], times[name + "\tfwd+bwd"]) for name in ops}
