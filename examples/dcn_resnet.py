@@ -15,7 +15,7 @@ See it with deformscope::
         --weights examples/dcn_resnet_digits.pt --image my_digit.png
     streamlit run app.py -- --model examples.dcn_resnet:dcn_resnet --weights examples/dcn_resnet_digits.pt
 
-Train it again (about two minutes on two CPU cores)::
+Train it again (about 12 minutes on two CPU cores: torchvision's CPU op is slow)::
 
     python -m examples.dcn_resnet --data-dir ../shared/data --out examples/dcn_resnet_digits.pt
 """
