@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from models.data import DataError, load_mnist
-    from models.runtime import atomic_write, use_all_cpu_threads
+    from models.runtime import atomic_write, keep_freed_memory, use_all_cpu_threads
     from models.transforms import random_transform, transformed_test_set
 
     p = argparse.ArgumentParser(
@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seed of the weights, batch order and augmentation")
     args = p.parse_args(argv)
     use_all_cpu_threads()
+    keep_freed_memory()  # large tensors are reused, not mapped afresh each step
     torch.manual_seed(args.seed)
     try:
         train, test = load_mnist(args.data_dir, train=True), load_mnist(args.data_dir, train=False)

@@ -7,7 +7,11 @@ weighs on each alike, after untimed warm-up runs of every op. The warm-ups also 
 allocator to the steady state of a long-running process: until a process frees its first large
 block, every allocation over 128 kB is a fresh mmap whose pages fault in when first touched, and
 a regular conv timed first in a fresh process measured 7-9 ms instead of 2.5-4 ms on the MNIST
-shape (earlier versions of this benchmark timed it so, which flattered ours).
+shape (earlier versions of this benchmark timed it so, which flattered ours). Like the commands
+that train and evaluate, the benchmark lets glibc keep freed blocks of up to 1 GB for reuse
+(models.runtime.keep_freed_memory); --glibc-defaults measures without it, as a process that
+does not ask for it runs (blocks over 32 MB, such as a training batch's im2col matrix, are then
+mapped afresh at every call).
 
 For each op (a regular conv, torchvision's deformable op, ours, and two parts that explain ours'
 cost: torch's plain im2col, and ours' final matmul alone with its multiply-adds per second beside
@@ -25,7 +29,6 @@ inference, forward and backward for training (models.deform_conv.CUDA_IMPL).
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import statistics
 from collections.abc import Callable
@@ -40,6 +43,8 @@ from models.runtime import (
     add_device_argument,
     describe_device,
     device_or_exit,
+    hand_freed_memory_back,
+    keep_freed_memory,
     spread,
     synchronize,
     time_interleaved,
@@ -60,16 +65,6 @@ def _rss_kb(field: str) -> int:
     raise OSError(f"no {field} in /proc/self/status")
 
 
-def _glibc_hand_back() -> None:
-    """Make glibc return freed blocks to the system, so that resident memory tracks what is in use."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD fixed at 128 kB: big blocks are mmapped
-        libc.malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
 def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> float | None:
     """Peak memory (MB) one call of ``fn`` adds to what is already held; None where this system
     cannot measure it. On the CPU this changes how glibc allocates for the rest of the process
@@ -84,7 +79,7 @@ def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> float | No
         synchronize(device)
         return (torch.cuda.max_memory_allocated(device) - base) / 2**20
     try:
-        _glibc_hand_back()
+        hand_freed_memory_back()
         Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS
         base = _rss_kb("VmRSS")
         fn()
@@ -205,14 +200,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--repeats", type=int, default=5, help="timed repetitions (torchvision's CPU op: a third of them)")
     p.add_argument("--no-train", action="store_true", help="skip the training-step timing")
+    p.add_argument(
+        "--glibc-defaults",
+        action="store_true",
+        help="leave glibc's allocator as a plain process has it (large freed blocks go back to the "
+        "system and are mapped afresh) instead of keeping them for reuse as the training commands do",
+    )
     add_device_argument(p)
     args = p.parse_args(argv)
     threads = use_all_cpu_threads()
     device = device_or_exit(args.device)
+    kept = not args.glibc_defaults and keep_freed_memory()
     print(
         f"torch {torch.__version__} on {describe_device(device, threads)}; 3x3 kernel, padding 1; "
         f"ms as min / median / max of {args.repeats} runs; ratios of medians; "
-        "memory: peak MB of one forward+backward above its inputs"
+        "memory: peak MB of one forward+backward above its inputs; "
+        f"allocator: {'freed blocks kept for reuse' if kept else 'glibc defaults'}"
     )
     for label, (n, cin, cout, size) in SHAPES.items():
         r = bench_shape(n, cin, cout, size, args.repeats, device)

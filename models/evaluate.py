@@ -14,7 +14,7 @@ import sys
 
 from models.checkpoint import CheckpointError, load_checkpoint
 from models.data import DEFAULT_DATA_DIR, DataError, load_mnist
-from models.runtime import add_device_argument, describe_device, device_or_exit, use_all_cpu_threads
+from models.runtime import add_device_argument, describe_device, device_or_exit, keep_freed_memory, use_all_cpu_threads
 from models.training import accuracy
 from models.transforms import AUGMENTS, TEST_SEED, describe
 
@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     threads = use_all_cpu_threads()
+    keep_freed_memory()  # large tensors are reused, not mapped afresh each step
     device = device_or_exit(args.device)
     print(f"# on {describe_device(device, threads)}", file=sys.stderr)
     try:

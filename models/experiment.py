@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from models.data import DEFAULT_DATA_DIR, DataError, load
 from models.nets import ARCHS
-from models.runtime import add_device_argument, describe_device, device_or_exit, use_all_cpu_threads
+from models.runtime import add_device_argument, describe_device, device_or_exit, keep_freed_memory, use_all_cpu_threads
 from models.training import TrainConfig, accuracy, train
 from models.transforms import RANGES, TEST_SEED, describe, parse_augment
 
@@ -232,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         threads = args.threads
     else:
         threads = use_all_cpu_threads()
+    keep_freed_memory()  # large tensors are reused, not mapped afresh each step
     device = device_or_exit(args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,14 @@ from tqdm import tqdm
 from models.checkpoint import CHECKPOINT_DIR, CheckpointError, load_checkpoint, save_checkpoint
 from models.data import DEFAULT_DATA_DIR, DataError, load_mnist
 from models.roi_nets import POOL_ARCHS, RoiNet, jitter_boxes, rois_from_boxes
-from models.runtime import add_device_argument, describe_device, device_or_exit, model_device, use_all_cpu_threads
+from models.runtime import (
+    add_device_argument,
+    describe_device,
+    device_or_exit,
+    keep_freed_memory,
+    model_device,
+    use_all_cpu_threads,
+)
 from models.scene_training import TRAIN_SEED_OFFSET, test_scenes
 from models.scenes import SIZE_CLASSES, TEST_SEED, Scenes, generate, size_class
 
@@ -149,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     add_device_argument(p)
     args = p.parse_args(argv)
     threads = use_all_cpu_threads()
+    keep_freed_memory()  # large tensors are reused, not mapped afresh each step
     device = device_or_exit(args.device)
     config = RoiTrainConfig(
         args.arch, args.steps, args.batch_size, args.lr, jitter=args.jitter, seed=args.seed, backbone=args.backbone

@@ -4,6 +4,7 @@ device, timing."""
 from __future__ import annotations
 
 import argparse
+import ctypes
 import functools
 import itertools
 import os
@@ -50,6 +51,51 @@ def use_all_cpu_threads() -> int:
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     torch.set_num_threads(n)
     return n
+
+
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def _libc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    except OSError:  # not glibc (macOS, Windows, musl)
+        return None
+
+
+def keep_freed_memory(limit_mb: int = 1024) -> bool:
+    """Let glibc keep the large blocks a process frees and hand them out again, instead of
+    returning each to the system: blocks up to ``limit_mb`` come from its heap, and freed memory
+    at the heap's top stays until it exceeds ``limit_mb``. Returns False (and changes nothing)
+    where the C library is not glibc.
+
+    Why: by default glibc maps every block above its mmap threshold (which rises with use, but
+    never above 32 MB) afresh from the system and unmaps it when freed, so every 4 kB page of a
+    new large tensor faults in when first written. A training step makes and frees tensors larger
+    than that at every deformable layer (the im2col matrix and its gradient: 58 MB for a 64-channel
+    layer of the digit net at batch 128): measured on this project's machine, a DCNv1 training step
+    took 20% less time with this, a DCNv2 step 38% less, for 5% more peak resident memory. The
+    regular conv's smaller tensors were already reused (its step did not change). Called by the
+    commands that train, evaluate and benchmark, never on import: a long-running server that
+    wants its memory back between requests keeps glibc's defaults."""
+    libc = _libc()
+    limit = limit_mb * 2**20
+    return libc is not None and bool(libc.mallopt(_M_MMAP_THRESHOLD, limit) and libc.mallopt(_M_TRIM_THRESHOLD, limit))
+
+
+def hand_freed_memory_back() -> bool:
+    """The opposite of :func:`keep_freed_memory`, for measuring memory: glibc maps every block
+    above 128 kB afresh and unmaps it when freed, and returns what it holds free now, so that
+    resident memory tracks what is in use. Makes later work slower (every large tensor's pages
+    fault in). False where the C library is not glibc."""
+    libc = _libc()
+    if libc is None:
+        return False
+    libc.mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
+    libc.malloc_trim(0)
+    return True
 
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -183,6 +229,8 @@ __all__ = [
     "default_file_mode",
     "describe_device",
     "device_or_exit",
+    "hand_freed_memory_back",
+    "keep_freed_memory",
     "model_device",
     "resolve_device",
     "spread",

@@ -20,7 +20,7 @@ import torch
 from models.checkpoint import save_checkpoint
 from models.data import DEFAULT_DATA_DIR, DataError, load_mnist
 from models.nets import ARCHS
-from models.runtime import add_device_argument, describe_device, device_or_exit, use_all_cpu_threads
+from models.runtime import add_device_argument, describe_device, device_or_exit, keep_freed_memory, use_all_cpu_threads
 from models.scenes import TEST_SEED as TEST_SCENE_SEED
 from models.training import TrainConfig, accuracy, config_dict, model_config, train
 from models.transforms import AUGMENTS, describe
@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     threads = use_all_cpu_threads()
+    keep_freed_memory()  # large tensors are reused, not mapped afresh each step
     device = device_or_exit(args.device)
     args.device_name = describe_device(device, threads)
     try:
