@@ -5,6 +5,8 @@ The CUDA tests run wherever torch sees a GPU and are skipped, with the reason, e
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -170,12 +172,7 @@ print(default, kept, handed_back)
 
 @pytest.mark.skipif(runtime._libc() is None, reason="glibc only: this C library has no mallopt")
 def test_keep_freed_memory_reuses_large_blocks():
-    import subprocess
-    import sys
-
-    out = subprocess.run(
-        [sys.executable, "-c", _FAULTS_CHILD], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1]
-    )
+    out = subprocess.run([sys.executable, "-c", _FAULTS_CHILD], capture_output=True, text=True, check=True, cwd=ROOT)
     default, kept, handed_back = map(int, out.stdout.split())
     pages = 4 * 64 * 2**20 // 4096  # what four fresh 64 MB blocks fault in, in 4 kB pages
     # default: each block is a fresh mapping; kept: the freed block is handed out again
