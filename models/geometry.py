@@ -101,3 +101,40 @@ def to_pixels(
 
 
 __all__ = ["IntPair", "output_size", "pair", "sample_position", "sampling_positions", "tap_grid", "to_pixels"]
+
+
+def dcnv3_grid_yx(
+    kernel_size: int,
+    padding: int = 1,
+    dilation: int = 1,
+    offset_scale: float = 1.0,
+    remove_center: bool = False,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | None = None,
+) -> Tensor:
+    """Regular-grid displacements of DCNv3/DCNv4's sampling points, ``(P, 2)`` as ``(y, x)``.
+
+    InternImage's layout (DCNv3, and DCNv4 after it): points are numbered **x-major**,
+    ``p = i * k + j`` for kernel column ``i`` and row ``j``; with ``c = dilation * (k - 1) // 2``
+    and ``s = offset_scale`` output unit ``(ho, wo)`` samples its point ``p`` at::
+
+        x = wo * stride + grid[p, 1] + s * dx,   grid[p, 1] = -padding + c + s * (i * dilation - c)
+        y = ho * stride + grid[p, 0] + s * dy,   grid[p, 0] = -padding + c + s * (j * dilation - c)
+
+    ``s`` scales the regular grid about its centre, not only the learned shifts.
+    ``remove_center`` drops the centre point (``P = k * k - 1``).
+    """
+    k = int(kernel_size)
+    if remove_center and k % 2 == 0:
+        raise ValueError("remove_center needs an odd kernel size")
+    c = dilation * (k - 1) // 2
+    steps = torch.arange(k, dtype=dtype, device=device) * dilation - c
+    col = steps.repeat_interleave(k)  # i, the column index, is the slow one: x-major
+    row = steps.repeat(k)
+    grid = torch.stack([row, col], dim=1) * offset_scale + (c - padding)
+    if remove_center:
+        grid = torch.cat([grid[: k * k // 2], grid[k * k // 2 + 1 :]])
+    return grid
+
+
+__all__ += ["dcnv3_grid_yx"]
