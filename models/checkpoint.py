@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.nets import ARCHS, MnistNet
+from models.nets import ALL_ARCHS, MnistNet
 from models.runtime import atomic_write
 
 #: Where the shipped checkpoints live; ``name`` means ``CHECKPOINT_DIR / f"{name}.pt"``.
@@ -99,8 +99,8 @@ def model_from_config(config: dict[str, Any]) -> nn.Module:
     if family not in families:
         raise CheckpointError(f"unknown model family {family!r} in checkpoint; this code knows {tuple(families)}")
     arch = config.get("arch")
-    if arch not in ARCHS:
-        raise CheckpointError(f"unknown architecture {arch!r} in checkpoint; this code knows {ARCHS}")
+    if arch not in ALL_ARCHS:
+        raise CheckpointError(f"unknown architecture {arch!r} in checkpoint; this code knows {ALL_ARCHS}")
     try:
         return families[family].from_config(config)  # type: ignore[attr-defined]
     except (TypeError, ValueError, KeyError) as exc:

@@ -17,20 +17,35 @@ entry gives:
   ``None`` means a regular conv: offsets zero by definition;
 - ``mask_source``: the same for the DCNv2 modulation mask (``None``: no mask).
 
-Offsets are ``(N, 2 * G * kh * kw, Ho, Wo)`` in torchvision's layout (channel ``2k`` of a group:
-row shift of tap ``k = i * kw + j``; ``2k + 1``: column shift), masks ``(N, G * kh * kw, Ho,
-Wo)``. "Directly stacked": the output map of layer ``l``, after only position-preserving
-operations (BN, activations), is the input map of layer ``l + 1``.
+- ``decoder``: how what the sources captured becomes the **canonical sampling record**
+  (:class:`SamplingRecord`): per group ``g`` and point ``p`` of every output unit, the shift
+  ``offsets_yx`` added to the layer's regular grid (``grid``) and the point's weight. The
+  default, :class:`TorchvisionLayout`, reads offsets ``(N, 2 * G * kh * kw, Ho, Wo)`` in
+  torchvision's layout (channel ``2k`` of a group: row shift of tap ``k = i * kw + j``;
+  ``2k + 1``: column shift) and masks ``(N, G * kh * kw, Ho, Wo)``; other DCN families
+  (``models.families``) bring their own.
+
+Output unit ``(ho, wo)`` samples its point ``p`` of group ``g`` at input-map position
+``(ho * stride_h, wo * stride_w) + grid[p] + offsets_yx[g, p]`` (``(y, x)``), bilinearly, zero
+outside. ``grid`` defaults to the kernel's taps, ``grid[k] = (i * dil_h - pad_h, j * dil_w - pad_w)``;
+a family whose regular grid differs (DCNv3's ``offset_scale``, a removed centre) gives its own.
+"Directly stacked": the output map of layer ``l``, after only position-preserving operations
+(BN, activations, 1x1 convs, same-size residual additions), is the input map of layer ``l + 1``.
 
 :func:`describe_layer` fills the sources for the layer types this project knows (our
-:class:`~models.deform_conv.DeformConv2d`, torchvision's ``DeformConv2d`` and ``nn.Conv2d``).
+:class:`~models.deform_conv.DeformConv2d`, torchvision's ``DeformConv2d`` and ``nn.Conv2d``);
+``models.families`` describes the other DCN families.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 from models.deform_conv import DeformConv2d
 from models.geometry import pair
@@ -82,10 +97,38 @@ class LayerGeometry:
     dilation: tuple[int, int]
     pixel_stride: tuple[float, float]
     pixel_offset: tuple[float, float]
+    #: Regular-grid displacement ``(y, x)`` of each point from ``unit * stride``; None: the
+    #: kernel's taps in row-major order (``(i * dil - pad, j * dil - pad)``).
+    grid: tuple[tuple[float, float], ...] | None = field(default=None, kw_only=True)
+
+    def grid_yx(self, dtype: torch.dtype = torch.float32) -> Tensor:
+        """``(P, 2)`` the regular grid's displacements ``(y, x)``, in input-map units."""
+        if self.grid is not None:
+            return torch.tensor(self.grid, dtype=dtype).view(-1, 2)
+        (kh, kw), (dh, dw), (ph, pw) = self.kernel_size, self.dilation, self.padding
+        ys = (torch.arange(kh, dtype=dtype) * dh).repeat_interleave(kw) - ph
+        xs = (torch.arange(kw, dtype=dtype) * dw).repeat(kh) - pw
+        return torch.stack([ys, xs], dim=1)
 
     @property
     def taps(self) -> int:
-        return self.kernel_size[0] * self.kernel_size[1]
+        """Points per group (``kh * kw`` for a conv; fewer with a removed centre)."""
+        return len(self.grid) if self.grid is not None else self.kernel_size[0] * self.kernel_size[1]
+
+    def _grid_bounds(self, axis: int) -> tuple[float, float]:
+        if self.grid is None:
+            lo = -self.padding[axis]
+            return float(lo), float(lo + self.dilation[axis] * (self.kernel_size[axis] - 1))
+        vals = [pt[axis] for pt in self.grid]
+        return float(min(vals)), float(max(vals))
+
+    @property
+    def grid_span(self) -> tuple[int, int]:
+        """Input units the regular grid's bilinear reads reach beyond one unit, per axis: how much a
+        unit's receptive field grows through this layer (``(k - 1) * dil`` for a conv)."""
+        return tuple(  # type: ignore[return-value]
+            math.ceil(self._grid_bounds(a)[1]) - math.floor(self._grid_bounds(a)[0]) for a in (0, 1)
+        )
 
     @property
     def out_pixel_stride(self) -> tuple[float, float]:
@@ -94,11 +137,10 @@ class LayerGeometry:
 
     @property
     def out_pixel_offset(self) -> tuple[float, float]:
-        """Pixel position of output unit (0, 0): where the centre tap of a regular grid looks."""
+        """Pixel position of output unit (0, 0): where the centre of its regular grid looks. The
+        one home of the stacking formula: the next stacked layer's input map lies here."""
         return tuple(  # type: ignore[return-value]
-            self.pixel_offset[a]
-            + self.pixel_stride[a] * (-self.padding[a] + self.dilation[a] * (self.kernel_size[a] - 1) / 2)
-            for a in (0, 1)
+            self.pixel_offset[a] + self.pixel_stride[a] * (sum(self._grid_bounds(a)) / 2) for a in (0, 1)
         )
 
     def geometry(self) -> LayerGeometry:
@@ -111,7 +153,97 @@ class LayerGeometry:
             self.dilation,
             self.pixel_stride,
             self.pixel_offset,
+            grid=self.grid,
         )
+
+
+@dataclass(frozen=True)
+class SamplingRecord:
+    """What one layer sampled on a batch, in the canonical layout every family decodes to.
+
+    Attributes:
+        in_size, out_size: ``(H, W)`` of the layer's input and output maps.
+        offsets_yx: ``(N, G, P, 2, Ho, Wo)`` shift of point ``p`` of group ``g`` from the regular
+            grid, ``[..., 0, :, :]`` rows (y), ``[..., 1, :, :]`` columns (x), in input-map units.
+        weights: ``(N, G, P, Ho, Wo)`` each sample's weight (DCNv2's mask, DCNv3's softmax,
+            DCNv4's signed weights), or None: 1 everywhere.
+        inputs, outputs: the input and output maps as ``(N, C, H, W)`` (channels-last and token
+            maps rearranged).
+    """
+
+    in_size: tuple[int, int]
+    out_size: tuple[int, int]
+    offsets_yx: Tensor
+    weights: Tensor | None
+    inputs: Tensor
+    outputs: Tensor
+
+
+class Decoder(Protocol):
+    """A DCN family's layout: turns what a layer's sources captured into a :class:`SamplingRecord`.
+
+    ``tensors`` holds ``"in"`` (the layer's forward arguments, a tuple), ``"kwargs"``, ``"out"``
+    (its output), ``"offset"`` / ``"mask"`` (what the sources gave, or absent) and any extra
+    sources by name.
+    """
+
+    family: str
+
+    def decode(self, layer: SamplingLayer, tensors: Mapping[str, Any]) -> SamplingRecord: ...
+
+    def input_map(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Tensor: ...
+
+    def regular(self, what: str, value: Tensor) -> Tensor: ...
+
+
+@dataclass(frozen=True)
+class TorchvisionLayout:
+    """torchvision's layout (also mmcv's and detectron2's): NCHW maps; offsets
+    ``(N, 2 * G * K, Ho, Wo)``, per tap ``(dy, dx)``, row-major taps; masks ``(N, G * K, Ho, Wo)``.
+    ``combined``: mmcv / detectron2's modulated layers compute offsets and mask with one conv
+    (``o1, o2, m = chunk(3)``, offset ``cat(o1, o2)``, mask ``sigmoid(m)``), captured as the
+    offset source."""
+
+    family: str = "torchvision"
+    combined: bool = False
+
+    def input_map(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Tensor:
+        return args[0]
+
+    def split(self, raw: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Offsets and mask from what the offset source gave."""
+        if not self.combined:
+            return raw, None
+        o1, o2, m = torch.chunk(raw, 3, dim=1)
+        return torch.cat([o1, o2], dim=1), torch.sigmoid(m)
+
+    def regular(self, what: str, value: Tensor) -> Tensor:
+        """The regular twin's value of a source: zero offsets; a mask of ones (a combined
+        tensor: zero offsets and mask logits, a constant 0.5)."""
+        return torch.zeros_like(value) if what == "offset" else torch.ones_like(value)
+
+    def decode(self, layer: SamplingLayer, tensors: Mapping[str, Any]) -> SamplingRecord:
+        x_in = self.input_map(tensors["in"], tensors.get("kwargs", {}))
+        n, _, h, w = x_in.shape
+        ho, wo = tensors["out"].shape[-2:]
+        k = layer.taps
+        offsets, mask = tensors.get("offset"), tensors.get("mask")
+        if offsets is not None:
+            offsets, inline_mask = self.split(offsets)
+            mask = inline_mask if inline_mask is not None else mask
+            if offsets.shape[0] != n or offsets.shape[1] % (2 * k) or tuple(offsets.shape[2:]) != (ho, wo):
+                raise ValueError(
+                    f"layer {layer.name!r}: offsets of shape {tuple(offsets.shape)} do not fit "
+                    f"(N={n}, 2*G*{k}, {ho}, {wo}); is offset_source right?"
+                )
+            offsets_yx = offsets.reshape(n, offsets.shape[1] // (2 * k), k, 2, ho, wo)
+        else:
+            offsets_yx = x_in.new_zeros(n, 1, k, 2, ho, wo)
+        weights = mask.reshape(n, -1, k, ho, wo) if mask is not None else None
+        return SamplingRecord((h, w), (int(ho), int(wo)), offsets_yx, weights, x_in, tensors["out"])
+
+
+TORCHVISION = TorchvisionLayout()
 
 
 @dataclass(frozen=True)
@@ -122,6 +254,13 @@ class SamplingLayer(LayerGeometry):
     module: nn.Module
     offset_source: Source | None = None
     mask_source: Source | None = None
+    #: How the sources' tensors become the canonical record (default: torchvision's layout).
+    decoder: Decoder = field(default=TORCHVISION, kw_only=True)
+    #: Further tensors a decoder needs, by name (e.g. DCNv4's ``shape`` argument).
+    extra_sources: tuple[tuple[str, Source], ...] = field(default=(), kw_only=True)
+    #: Whether the layer weights its samples although no mask source is named (the weights
+    #: come with the offsets, as in DCNv4 or a combined mmcv / detectron2 conv).
+    weighted: bool = field(default=False, kw_only=True)
 
     def __post_init__(self) -> None:
         # Layers written before sources existed: our own DeformConv2d names its branches.
@@ -136,7 +275,11 @@ class SamplingLayer(LayerGeometry):
 
     @property
     def modulated(self) -> bool:
-        return self.mask_source is not None
+        return self.mask_source is not None or self.weighted
+
+    @property
+    def family(self) -> str:
+        return self.decoder.family
 
 
 def conv_geometry(module: nn.Module) -> dict[str, tuple[int, int]]:
@@ -182,6 +325,10 @@ def describe_layer(
 
 
 __all__ = [
+    "TORCHVISION",
+    "Decoder",
+    "SamplingRecord",
+    "TorchvisionLayout",
     "ForwardArgument",
     "LayerGeometry",
     "ModuleOutput",

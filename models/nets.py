@@ -26,17 +26,27 @@ import torch
 from torch import Tensor, nn
 
 from models.contract import SamplingLayer, describe_layer
+from models.dcnv3 import DCNv3
+from models.dcnv4 import DCNv4
 from models.deform_conv import DeformConv2d
 
 ARCHS = ("deform", "deform2", "regular")
+#: Scene models also come with InternImage's DCNv3 and FlashInternImage's DCNv4 layers.
+SCENE_ARCHS = (*ARCHS, "dcnv3", "dcnv4")
+#: Every architecture some model family knows (what a checkpoint may name).
+ALL_ARCHS = SCENE_ARCHS
+#: Groups of the DCNv3 / DCNv4 layers in the scene models (16 channels each at width 64).
+SCENE_GROUPS = 4
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
 
-def set_identity(model: nn.Module, arch: str, widths: tuple[int, ...], mean: float, std: float) -> None:
-    """What every model family records: a checked ``arch``, its ``widths`` and the input
-    normalisation as (non-persistent) buffers ``mean`` and ``std``."""
-    if arch not in ARCHS:
-        raise ValueError(f"unknown architecture {arch!r}; expected one of {ARCHS}")
+def set_identity(
+    model: nn.Module, arch: str, widths: tuple[int, ...], mean: float, std: float, archs: tuple[str, ...] = ARCHS
+) -> None:
+    """What every model family records: a checked ``arch`` (one of ``archs``), its ``widths`` and
+    the input normalisation as (non-persistent) buffers ``mean`` and ``std``."""
+    if arch not in archs:
+        raise ValueError(f"unknown architecture {arch!r} for {type(model).__name__}; expected one of {archs}")
     model.arch = arch
     model.widths = tuple(int(w) for w in widths)
     model.register_buffer("mean", torch.tensor(float(mean)), persistent=False)
@@ -53,14 +63,44 @@ def conv_bn_relu_pool(cin: int, cout: int) -> list[nn.Module]:
     ]
 
 
+class ChannelsLastBlock(nn.Module):
+    """Runs a channels-last block (``(N, H, W, C)``, e.g. DCNv3) on ``(N, C, H, W)`` maps."""
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self.block = block
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.block(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class TokenBlock(nn.Module):
+    """Runs a token block (``(N, L, C)`` and ``shape=(H, W)``, e.g. DCNv4) on ``(N, C, H, W)`` maps."""
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self.block = block
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, _, h, w = x.shape
+        y = self.block(x.flatten(2).transpose(1, 2), shape=(h, w))
+        return y.transpose(1, 2).reshape(n, -1, h, w)
+
+
 def stacked_layers(arch: str, channels: tuple[int, ...]) -> tuple[nn.ModuleList, nn.ModuleList]:
-    """The stacked 3x3 layers (padding 1, no bias) ``channels[0] -> channels[1] -> ...`` of an
-    architecture, and a BatchNorm after each: DCNv1 (``deform``), DCNv2 (``deform2``) or plain
-    convs (``regular``); the twins differ only in the offset/mask branches."""
+    """The stacked 3x3 layers (padding 1) ``channels[0] -> channels[1] -> ...`` of an
+    architecture, and a BatchNorm after each: DCNv1 (``deform``), DCNv2 (``deform2``), plain
+    convs (``regular``; the twins differ only in the offset/mask branches, no bias), or
+    InternImage's DCNv3 / FlashInternImage's DCNv4 blocks (``dcnv3`` / ``dcnv4``, 4 groups, the
+    output projection changing the width) run on NCHW maps."""
     top, norms = nn.ModuleList(), nn.ModuleList()
     for cin, cout in zip(channels[:-1], channels[1:], strict=True):
         if arch == "regular":
             layer: nn.Module = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+        elif arch == "dcnv3":
+            layer = ChannelsLastBlock(DCNv3(cin, 3, pad=1, group=SCENE_GROUPS, out_channels=cout))
+        elif arch == "dcnv4":
+            layer = TokenBlock(DCNv4(cin, 3, pad=1, group=SCENE_GROUPS, dw_kernel_size=3, out_channels=cout))
         else:
             layer = DeformConv2d(cin, cout, 3, padding=1, bias=False, modulated=arch == "deform2")
         top.append(layer)

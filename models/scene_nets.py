@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.contract import SamplingLayer, describe_layer
-from models.nets import conv_bn_relu_pool, set_identity, stacked_layers
+from models.nets import SCENE_ARCHS, conv_bn_relu_pool, set_identity, stacked_layers
 from models.scenes import NUM_CLASSES
 
 DEFAULT_WIDTHS = (32, 64, 64, 64, 96)
@@ -39,7 +39,8 @@ class SceneNet(nn.Module):
     """Stem to stride 4, three stacked 3x3 layers, per-pixel classifier. See the module docstring.
 
     Args:
-        arch: ``"deform"`` (DCNv1), ``"deform2"`` (DCNv2) or ``"regular"``.
+        arch: ``"deform"`` (DCNv1), ``"deform2"`` (DCNv2), ``"regular"``, ``"dcnv3"`` (InternImage's
+            DCNv3) or ``"dcnv4"`` (FlashInternImage's DCNv4), see ``models.nets.stacked_layers``.
         widths: channels of the two stem convs and of the three stacked layers' outputs.
         mean, std: input normalisation (the training scenes' pixel statistics).
 
@@ -59,7 +60,7 @@ class SceneNet(nn.Module):
         num_classes: int = NUM_CLASSES,
     ) -> None:
         super().__init__()
-        set_identity(self, arch, widths, mean, std)
+        set_identity(self, arch, widths, mean, std, archs=SCENE_ARCHS)
         c0, c1, c2, c3, c4 = self.widths
         self.stem = nn.Sequential(*conv_bn_relu_pool(1, c0), *conv_bn_relu_pool(c0, c1))
         self.top, self.top_norms = stacked_layers(arch, (c1, c2, c3, c4))

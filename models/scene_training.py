@@ -57,8 +57,15 @@ def test_scenes(digits: Tensor, labels: Tensor, config: SceneConfig | None = Non
     return generate(digits, labels, count, TEST_SEED, config)
 
 
+def is_offset_branch(name: str) -> bool:
+    """Whether parameter ``name`` belongs to a layer's offset/mask branch: DCNv1/v2's
+    ``offset_conv`` / ``mask_conv``, DCNv3's ``offset`` / ``mask`` linears, DCNv4's ``offset_mask``."""
+    parts = name.split(".")
+    return any(p in ("offset_conv", "mask_conv", "offset", "mask", "offset_mask") for p in parts[:-1])
+
+
 def _param_groups(model: SceneNet, lr: float, offset_lr_factor: float, weight_decay: float) -> list[dict[str, Any]]:
-    branch = [p for n, p in model.named_parameters() if "offset_conv" in n or "mask_conv" in n]
+    branch = [p for n, p in model.named_parameters() if is_offset_branch(n)]
     ids = {id(p) for p in branch}
     rest = [p for p in model.parameters() if id(p) not in ids]
     groups = [{"params": rest, "lr": lr, "weight_decay": weight_decay}]

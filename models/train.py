@@ -19,7 +19,7 @@ import torch
 
 from models.checkpoint import save_checkpoint
 from models.data import DEFAULT_DATA_DIR, DataError, load_mnist
-from models.nets import ARCHS
+from models.nets import ARCHS, SCENE_ARCHS
 from models.runtime import add_device_argument, describe_device, device_or_exit, keep_freed_memory, use_all_cpu_threads
 from models.scenes import TEST_SEED as TEST_SCENE_SEED
 from models.training import TrainConfig, accuracy, config_dict, model_config, train
@@ -42,9 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", choices=("digits", "scenes"), default="digits", help="what the model learns")
     p.add_argument(
         "--arch",
-        choices=ARCHS,
+        choices=SCENE_ARCHS,
         default="deform",
-        help="deform = DCNv1, deform2 = DCNv2 (modulated), regular = plain 3x3 convs",
+        help="deform = DCNv1, deform2 = DCNv2 (modulated), regular = plain 3x3 convs; scenes only: "
+        "dcnv3 = InternImage's DCNv3, dcnv4 = FlashInternImage's DCNv4 (4 groups)",
     )
     p.add_argument("--augment", default="none", help=f"digits: training augmentation, one of {', '.join(AUGMENTS)}")
     p.add_argument("--epochs", type=int, default=12, help="digits: passes over the training set")
@@ -103,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.task == "scenes":
         return train_scenes_command(args, argv, device, train_split, test_split)
+    if args.arch not in ARCHS:
+        print(f"error: --arch {args.arch} is for scene models (--task scenes); digit models are {', '.join(ARCHS)}", file=sys.stderr)
+        return 2
     args.batch_size = args.batch_size or 128
     config = TrainConfig(
         arch=args.arch,

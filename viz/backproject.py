@@ -1,9 +1,17 @@
 """Back-projection: where a top-layer unit's 9^L samples fall in the image.
 
-Level 1 holds the 9 samples of the top layer at the chosen unit, on the top layer's input
-map. Each of them is a position on the output map of the layer below, where that layer's
-offsets are read to give 9 samples of its own (level 2), and so on down to level L, whose
-points lie on the bottom layer's input map; every level is finally mapped to image pixels.
+Level 1 holds the samples of the top layer at the chosen unit, on the top layer's input
+map: its ``P`` points (9 for a 3x3 kernel) in each of its ``G`` groups, ``G * P`` in all. Each
+of them is a position on the output map of the layer below, where that layer's offsets are
+read to give ``G * P`` samples of its own (level 2): the sample reads every channel there, and
+every group of the layer below made some of them. And so on down to level L, whose points lie
+on the bottom layer's input map; every level is finally mapped to image pixels. A DCNv1/v2
+model has one group: ``9^L`` points. ``group=g`` keeps only group ``g`` at the top layer (a
+readable picture of one group: ``P * (G * P)^(L - 1)`` points); the layers below still follow
+every group.
+
+Weights multiply along the path: DCNv2 masks (in [0, 1]), DCNv3's softmax weights (the ``P``
+points of a group sum to 1), DCNv4's unnormalised, signed weights; 1 for DCNv1 and regular convs.
 
 A sample usually lands between units. ``method`` says how the level below is read there:
 
@@ -19,13 +27,15 @@ A sample usually lands between units. ``method`` says how the level below is rea
 ``exact``
     every sample expands to its 4 bilinear neighbour units with their bilinear weights; units
     that coincide are merged (weights add). Points are units, weight = sum over paths of
-    bilinear weights times masks: the true weighted set of input positions the unit depends on
-    (with unit kernel weights it equals the gradient of the unit with respect to the input
-    map). Up to 36^level points. ``parent`` is the heaviest contributing parent.
+    bilinear weights times sample weights: the true weighted set of input positions the unit
+    depends on (with unit kernel weights, or identity projections, it equals the gradient of the
+    unit with respect to the input map). Up to ``(4 G P)^level`` points. ``parent`` is the
+    heaviest contributing parent.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import torch
@@ -57,13 +67,16 @@ class Points:
         parent: ``(P,)`` index (into these arrays) of the level-above point it descends from;
             -1 at level 1, whose parent is the unit itself.
         unit: ``(P,)`` index into ``units_yx``.
-        tap: ``(P,)`` kernel tap ``k = i * kw + j`` of the sample within its parent's filter
-            (-1 for ``exact`` points, which merge several taps).
+        tap: ``(P,)`` point of the sample within its group's filter (kernel tap ``k = i * kw + j``
+            for a torchvision-style layer; DCNv3/DCNv4 number theirs x-major); -1 for ``exact``
+            points, which merge several taps.
+        group: ``(P,)`` the group of the layer whose sample it is (-1 for ``exact`` points).
         inside: ``(P,)`` False for bilinear samples that read only zero padding (or descend
             from one); True otherwise.
         units_yx: ``(B, 2)`` the top-layer output units (row, column).
         units_xy: ``(B, 2)`` their positions in image pixels (x, y).
         method, levels: how and how deep the points were computed.
+        fanout: samples per parent at each level (``G * P``; level 1 ``P`` when one group is kept).
     """
 
     x: Tensor
@@ -78,7 +91,19 @@ class Points:
     units_xy: Tensor
     method: str
     levels: int
-    taps: int = 9  # samples per filter: every level multiplies the paths by this
+    taps: int = 9  # samples per unit at level 1 (G * P, or P for one group)
+    group: Tensor | None = None
+    fanout: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.group is None:
+            self.group = torch.zeros_like(self.tap)
+        if not self.fanout:
+            self.fanout = (self.taps,) * self.levels
+
+    def paths(self, level: int) -> int:
+        """How many sample paths reach ``level`` from one unit (``9^level`` for DCNv1/v2)."""
+        return math.prod(self.fanout[:level])
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -121,19 +146,27 @@ def _as_units(units: tuple[int, int] | Tensor | str, size: tuple[int, int]) -> T
     return t
 
 
-def _fields(layer: LayerCapture, image: int, group: int) -> tuple[Tensor, Tensor | None]:
-    """Offset field ``(2K, Ho, Wo)`` (channel 2k = dy of tap k) and mask field ``(K, Ho, Wo)``."""
-    off = layer.offsets_yx[image if layer.offsets_yx.shape[0] > 1 else 0, group]  # (K, 2, Ho, Wo)
-    k, _, ho, wo = off.shape
-    mask = layer.mask[image, group] if layer.mask is not None else None
-    return off.reshape(2 * k, ho, wo), mask
+def _fields(layer: LayerCapture, image: int, group: int | None) -> tuple[Tensor, Tensor | None, Tensor]:
+    """The layer's offsets ``(G'P * 2, Ho, Wo)`` (channel ``2q`` = dy of sample ``q = g P + p``),
+    weights ``(G'P, Ho, Wo)`` and regular grid ``(G'P, 2)`` of the groups followed (one, or all)."""
+    off = layer.offsets_yx[image if layer.offsets_yx.shape[0] > 1 else 0]  # (G, P, 2, Ho, Wo)
+    mask = layer.mask[image] if layer.mask is not None else None  # (G, P, Ho, Wo)
+    if group is not None:
+        if not 0 <= group < off.shape[0]:
+            raise ValueError(f"group {group} not in layer {layer.name!r}'s {off.shape[0]} group(s)")
+        off = off[group : group + 1]
+        mask = mask[group : group + 1] if mask is not None else None
+    g, p, _, ho, wo = off.shape
+    grid = layer.grid_yx(off.dtype).repeat(g, 1)
+    return off.reshape(2 * g * p, ho, wo), (mask.reshape(g * p, ho, wo) if mask is not None else None), grid
 
 
 @dataclass
 class Frontier:
     """Points of one level, ``(P,)`` each: positions on a map (rows ``y``, columns ``x``), their
-    weight, the top unit they belong to, their parent's global index, their tap and whether they
-    (and all their ancestors) read something on the map."""
+    weight, the top unit they belong to, their parent's global index, their sample index
+    ``q = g * P + p`` within the parent's samples and whether they (and all their ancestors)
+    read something on the map."""
 
     y: Tensor
     x: Tensor
@@ -147,13 +180,13 @@ class Frontier:
         return Frontier(*(getattr(self, f)[keep] for f in ("y", "x", "weight", "unit", "parent", "tap", "inside")))
 
 
-def _expand(f: Frontier, index: Tensor, layer: LayerCapture, off: Tensor, mask: Tensor | None, base) -> Frontier:
-    """Every frontier point's K children on the layer's input map (the sampling formula applied
-    at ``base`` = the point's position, integer or fractional, with the offsets read there)."""
-    k = layer.taps
-    cy, cx = children(
-        base[0], base[1], off.view(-1, k, 2), layer.kernel_size, layer.stride, layer.padding, layer.dilation
-    )
+def _expand(
+    f: Frontier, index: Tensor, layer: LayerCapture, off: Tensor, mask: Tensor | None, grid: Tensor, base
+) -> Frontier:
+    """Every frontier point's ``G'P`` children on the layer's input map (the sampling formula
+    applied at ``base`` = the point's position, integer or fractional, with the offsets read there)."""
+    k = grid.shape[0]
+    cy, cx = children(base[0], base[1], off.view(-1, k, 2), grid, layer.stride)
     p = f.y.shape[0]
     w = f.weight.unsqueeze(1) * (mask if mask is not None else 1.0)
     return Frontier(
@@ -167,35 +200,41 @@ def _expand(f: Frontier, index: Tensor, layer: LayerCapture, off: Tensor, mask: 
     )
 
 
-def _step_nearest(f: Frontier, index: Tensor, layer: LayerCapture, field: Tensor, mask: Tensor | None) -> Frontier:
+def _step_nearest(
+    f: Frontier, index: Tensor, layer: LayerCapture, field: Tensor, mask: Tensor | None, grid: Tensor
+) -> Frontier:
     """Round each point to its nearest unit, read the offsets there; drop children whose own
     nearest unit is off the input map (they could not be read one level further down)."""
     off, ry, rx, _ = read_nearest(field, f.y, f.x)
     m = read_nearest(mask, f.y, f.x)[0] if mask is not None else None
-    child = _expand(f, index, layer, off, m, (ry, rx))
+    child = _expand(f, index, layer, off, m, grid, (ry, rx))
     h, w = layer.in_size
     ny, nx = torch.floor(child.y + 0.5), torch.floor(child.x + 0.5)
     return child.select((ny >= 0) & (ny < h) & (nx >= 0) & (nx < w))
 
 
-def _step_bilinear(f: Frontier, index: Tensor, layer: LayerCapture, field: Tensor, mask: Tensor | None) -> Frontier:
+def _step_bilinear(
+    f: Frontier, index: Tensor, layer: LayerCapture, field: Tensor, mask: Tensor | None, grid: Tensor
+) -> Frontier:
     """Interpolate the offsets at the fractional position; keep every child, flagging those that
     read only zero padding (and, through ``inside``, all their descendants)."""
     off, _ = read_bilinear(field, f.y, f.x)
     m = read_bilinear(mask, f.y, f.x)[0] if mask is not None else None
-    child = _expand(f, index, layer, off, m, (f.y, f.x))
+    child = _expand(f, index, layer, off, m, grid, (f.y, f.x))
     h, w = layer.in_size
     child.inside = child.inside & (child.y > -1) & (child.y < h) & (child.x > -1) & (child.x < w)
     return child
 
 
-def _step_exact(f: Frontier, index: Tensor, layer: LayerCapture, field: Tensor, mask: Tensor | None) -> Frontier:
+def _step_exact(
+    f: Frontier, index: Tensor, layer: LayerCapture, field: Tensor, mask: Tensor | None, grid: Tensor
+) -> Frontier:
     """Points are integer units: read exactly there; each child splits into its 4 bilinear
     neighbour units with their weights, and coincident units of one top unit merge."""
     iy, ix = f.y.long(), f.x.long()
     off = field[:, iy, ix].T
     m = mask[:, iy, ix].T if mask is not None else None
-    child = _expand(f, index, layer, off, m, (iy, ix))
+    child = _expand(f, index, layer, off, m, grid, (iy, ix))
     h, w = layer.in_size
     ny, nx, nw = bilinear_neighbours(child.y, child.x, (h, w))  # (P*K, 4)
     weights = (child.weight.unsqueeze(1) * nw).flatten()
@@ -224,7 +263,7 @@ def backproject_layers(
     levels: int | None = None,
     method: str = BILINEAR,
     image: int = 0,
-    group: int = 0,
+    group: int | None = None,
 ) -> Points:
     """:func:`backproject` on a list of layer captures, bottom to top (see there)."""
     if method not in METHODS:
@@ -250,12 +289,22 @@ def backproject_layers(
         inside=torch.ones(b, dtype=torch.bool),
     )
     index = torch.full((b,), -1, dtype=torch.long)  # global index of each frontier point
-    parts: dict[str, list[Tensor]] = {k: [] for k in ("x", "y", "weight", "level", "parent", "unit", "tap", "inside")}
+    parts: dict[str, list[Tensor]] = {
+        k: [] for k in ("x", "y", "weight", "level", "parent", "unit", "tap", "group", "inside")
+    }
+    fanout: list[int] = []
     total = 0
     for depth in range(1, levels + 1):
         layer = layers[n_layers - depth]
-        field, mask = _fields(layer, image, group)
-        frontier = step(frontier, index, layer, field, mask)
+        field, mask, grid = _fields(layer, image, group if depth == 1 else None)
+        fanout.append(grid.shape[0])
+        frontier = step(frontier, index, layer, field, mask, grid)
+        # sample index q = g * P + p of the groups followed (one group at the top: g is that one)
+        p_count = layer.taps
+        first_group = group if (depth == 1 and group is not None) else 0
+        exact = frontier.tap < 0
+        sample_group = torch.where(exact, -1, frontier.tap // p_count + first_group)
+        sample_point = torch.where(exact, -1, frontier.tap % p_count)
         py, px = to_pixels(frontier.y, frontier.x, layer.pixel_stride, layer.pixel_offset)
         count = frontier.y.shape[0]
         for key, value in (
@@ -265,7 +314,8 @@ def backproject_layers(
             ("level", torch.full((count,), depth, dtype=torch.long)),
             ("parent", frontier.parent),
             ("unit", frontier.unit),
-            ("tap", frontier.tap),
+            ("tap", sample_point),
+            ("group", sample_group),
             ("inside", frontier.inside),
         ):
             parts[key].append(value)
@@ -278,7 +328,8 @@ def backproject_layers(
         units_xy=torch.stack([ux_pix, uy_pix], dim=1),
         method=method,
         levels=levels,
-        taps=top.taps,
+        taps=fanout[0],
+        fanout=tuple(fanout),
     )
 
 
@@ -288,7 +339,7 @@ def backproject(
     levels: int | None = None,
     method: str = BILINEAR,
     image: int = 0,
-    group: int = 0,
+    group: int | None = None,
 ) -> Points:
     """Back-project top-layer unit(s) through the stacked layers to image pixels.
 
@@ -296,10 +347,12 @@ def backproject(
         cap: from :func:`viz.capture`.
         unit: ``(row, col)`` on the top layer's output map, a ``(B, 2)`` tensor of them, or
             ``"all"``; all units are processed together, vectorised.
-        levels: how many layers to descend (1..L); default all L, giving 9^L points per unit.
+        levels: how many layers to descend (1..L); default all L, giving 9^L points per unit
+            for a one-group 3x3 stack (``(G P)^L`` with groups).
         method: ``"nearest"``, ``"bilinear"`` or ``"exact"`` (see the module docstring).
         image: which image of the captured batch.
-        group: which offset group (the shipped models have one).
+        group: keep only this group of the top layer (the layers below follow every group);
+            None (default): every group. DCNv1/v2 models have one.
 
     Returns:
         :class:`Points` for all levels 1..levels.

@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -28,20 +28,25 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from models.contract import ForwardArgument, LayerGeometry, ModuleOutput, OpArgument, SamplingLayer, Source
-from models.geometry import output_size
 from models.runtime import model_device
 
 
 @dataclass(frozen=True)
 class LayerCapture(LayerGeometry):
     """What one stacked layer did on a batch, with the layer's geometry (name, kernel, stride,
-    padding, dilation, pixel_stride, pixel_offset; see :class:`models.contract.LayerGeometry`).
+    padding, dilation, pixel_stride, pixel_offset, grid; see :class:`models.contract.LayerGeometry`):
+    the canonical sampling record (:class:`models.contract.SamplingRecord`) of any DCN family.
+
+    Output unit ``(ho, wo)`` samples point ``p`` of group ``g`` at input-map position
+    ``(ho * stride_h, wo * stride_w) + grid_yx()[p] + offsets_yx[n, g, p, :, ho, wo]``.
 
     Attributes:
-        offsets_yx: ``(N, G, K, 2, Ho, Wo)``; ``[:, g, k, 0]`` is the row (y) shift of tap
-            ``k = i * kw + j`` and ``[:, g, k, 1]`` its column (x) shift, in units of the
-            layer's input map. Zero for a regular conv.
-        mask: ``(N, G, K, Ho, Wo)`` DCNv2 modulation, or None (meaning 1 everywhere).
+        offsets_yx: ``(N, G, P, 2, Ho, Wo)``; ``[:, g, p, 0]`` is the row (y) shift of point
+            ``p`` (tap ``k = i * kw + j`` of a torchvision-style layer) and ``[:, g, p, 1]`` its
+            column (x) shift, in units of the layer's input map. Zero for a regular conv.
+        mask: ``(N, G, P, Ho, Wo)`` the samples' weights (DCNv2's modulation, DCNv3's softmax,
+            DCNv4's signed weights), or None (meaning 1 everywhere).
+        family: the DCN family whose layout was decoded (``"torchvision"``, ``"dcnv3"``, ...).
         in_size, out_size: spatial sizes ``(H, W)`` of the layer's input and output maps.
         inputs, outputs: the layer's input and output feature maps when captured with
             ``keep_features=True``, else None.
@@ -55,6 +60,11 @@ class LayerCapture(LayerGeometry):
     modulated: bool
     inputs: Tensor | None = None
     outputs: Tensor | None = None
+    family: str = field(default="torchvision", kw_only=True)
+
+    @property
+    def groups(self) -> int:
+        return int(self.offsets_yx.shape[1])
 
 
 @dataclass
@@ -260,12 +270,15 @@ def recording(layers: list[SamplingLayer]):
     try:
         with ExitStack() as stack:
             for i, layer in enumerate(layers):
-                stack.enter_context(_hooked(layer.module, _hook(recorder, (i, "in"), lambda a, k, out: a[0])))
+                stack.enter_context(_hooked(layer.module, _hook(recorder, (i, "in"), lambda a, k, out: a)))
+                stack.enter_context(_hooked(layer.module, _hook(recorder, (i, "kwargs"), lambda a, k, out: k)))
                 stack.enter_context(_hooked(layer.module, _hook(recorder, (i, "out"), lambda a, k, out: out)))
                 if layer.offset_source is not None:
                     _source_hook(stack, recorder, i, "offset", layer.offset_source)
                 if layer.mask_source is not None:
                     _source_hook(stack, recorder, i, "mask", layer.mask_source)
+                for what, src in layer.extra_sources:
+                    _source_hook(stack, recorder, i, what, src)
             if recorder.op_names:
                 stack.enter_context(_OpTap(recorder))
             yield recorder
@@ -306,8 +319,18 @@ def capture(model: nn.Module, images: Tensor, keep_features: bool = False) -> Ca
     with _eval_mode(model), recording(layers) as rec:
         logits = model(images.to(model_device(model)))
     # Everything downstream (geometry, statistics, figures) works on the CPU copy.
-    rec.tensors = {key: t.cpu() if isinstance(t, Tensor) else t for key, t in rec.tensors.items()}
+    rec.tensors = {key: _to_cpu(t) for key, t in rec.tensors.items()}
     return _assemble(layers, rec, images.cpu(), logits.cpu(), keep_features)
+
+
+def _to_cpu(value: Any) -> Any:
+    if isinstance(value, Tensor):
+        return value.cpu()
+    if isinstance(value, tuple):
+        return tuple(_to_cpu(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    return value
 
 
 def _assemble(
@@ -322,24 +345,12 @@ def _assemble(
                 f"sampling layer {layer.name!r} ran {rec.calls[(i, 'in')]} times in one forward pass; "
                 "its points would be ambiguous"
             )
-        x_in, x_out = rec.tensors[(i, "in")], rec.tensors[(i, "out")]
-        n, _, h, w = x_in.shape
-        ho, wo = output_size((h, w), layer.kernel_size, layer.stride, layer.padding, layer.dilation)
-        k = layer.taps
-        offsets = rec.tensors.get((i, "offset"))
-        if layer.offset_source is not None and offsets is None:
+        tensors = {what: value for (j, what), value in rec.tensors.items() if j == i}
+        if layer.offset_source is not None and tensors.get("offset") is None:
             raise RuntimeError(f"the offset source of layer {layer.name!r} produced no tensor in the forward pass")
-        if offsets is not None:
-            if offsets.shape[0] != n or offsets.shape[1] % (2 * k) or tuple(offsets.shape[2:]) != (ho, wo):
-                raise ValueError(
-                    f"layer {layer.name!r}: offsets of shape {tuple(offsets.shape)} do not fit "
-                    f"(N={n}, 2*G*{k}, {ho}, {wo}); is offset_source right?"
-                )
-            offsets_yx = offsets.reshape(n, offsets.shape[1] // (2 * k), k, 2, ho, wo)
-        else:
-            offsets_yx = x_in.new_zeros(n, 1, k, 2, ho, wo)
-        mask = rec.tensors.get((i, "mask"))
-        mask = mask.reshape(n, -1, k, ho, wo) if mask is not None else None
+        record = layer.decoder.decode(layer, tensors)
+        h, w = record.in_size
+        mask = record.weights
         if i > 0 and out[-1].out_size != (h, w):
             raise ValueError(
                 f"layers {out[-1].name!r} and {layer.name!r} are not directly stacked: "
@@ -355,13 +366,15 @@ def _assemble(
                 pixel_stride=tuple(float(v) for v in layer.pixel_stride),
                 pixel_offset=tuple(float(v) for v in layer.pixel_offset),
                 in_size=(h, w),
-                out_size=(ho, wo),
-                offsets_yx=offsets_yx.detach(),
+                out_size=record.out_size,
+                offsets_yx=record.offsets_yx.detach(),
                 mask=mask.detach() if mask is not None else None,
                 deformable=layer.deformable,
                 modulated=mask is not None,
-                inputs=x_in.detach() if keep_features else None,
-                outputs=x_out.detach() if keep_features else None,
+                inputs=record.inputs.detach() if keep_features else None,
+                outputs=record.outputs.detach() if keep_features else None,
+                grid=layer.grid,
+                family=layer.family,
             )
         )
     return Capture(images=images.detach(), logits=logits.detach(), layers=out)

@@ -117,7 +117,7 @@ def count_note(pts: Points, level: int | None = None) -> str:
     ``exact`` merges coincident neighbours, ``bilinear`` keeps all and flags padding reads."""
     level = level or pts.levels
     n = pts.count(level=level)
-    full = pts.taps**level * len(pts.units_yx)
+    full = pts.paths(level) * len(pts.units_yx)
     if pts.method == "nearest":
         dropped = f"; {full - n} dropped: their nearest unit is off the map" if n < full else ""
         return f"{n} of {full} sampling points (level {level}){dropped}"

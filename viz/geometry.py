@@ -15,17 +15,6 @@ NEAREST, BILINEAR, EXACT = "nearest", "bilinear", "exact"
 METHODS = (NEAREST, BILINEAR, EXACT)
 
 
-def tap_grid(
-    kernel_size: tuple[int, int], dilation: tuple[int, int], dtype: torch.dtype = torch.float32
-) -> tuple[Tensor, Tensor]:
-    """Regular-grid displacements ``p_n`` of the taps, ``(K,)`` rows and ``(K,)`` columns,
-    tap ``k = i * kw + j`` (torchvision's order)."""
-    (kh, kw), (dh, dw) = kernel_size, dilation
-    tap_y = (torch.arange(kh, dtype=dtype) * dh).repeat_interleave(kw)
-    tap_x = (torch.arange(kw, dtype=dtype) * dw).repeat(kh)
-    return tap_y, tap_x
-
-
 def read_nearest(field: Tensor, y: Tensor, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Read ``field`` ``(C, H, W)`` at the units nearest to positions ``(P,)``.
 
@@ -73,27 +62,27 @@ def children(
     unit_y: Tensor,
     unit_x: Tensor,
     offsets_yx: Tensor,
-    kernel_size: tuple[int, int],
+    grid_yx: Tensor,
     stride: tuple[int, int],
-    padding: tuple[int, int],
-    dilation: tuple[int, int],
 ) -> tuple[Tensor, Tensor]:
-    """Sampling positions ``p = p0 + p_n + dp_n`` of output positions ``(P,)`` of a layer.
+    """Sampling positions ``p = p0 + p_n + dp_n`` of output positions ``(Q,)`` of a layer.
 
     Args:
-        unit_y, unit_x: ``(P,)`` output-map positions (integer units, or fractional ones when
+        unit_y, unit_x: ``(Q,)`` output-map positions (integer units, or fractional ones when
             the offsets were interpolated there).
-        offsets_yx: ``(P, K, 2)`` offsets read at those positions (``[..., 0]`` = rows).
+        offsets_yx: ``(Q, P, 2)`` offsets read at those positions (``[..., 0]`` = rows).
+        grid_yx: ``(P, 2)`` the regular grid's displacement of each point from ``unit * stride``
+            (``models.contract.LayerGeometry.grid_yx``: a conv's taps minus its padding).
 
     Returns:
-        ``(y, x)``, each ``(P, K)``, in the layer's input-map coordinates.
+        ``(y, x)``, each ``(Q, P)``, in the layer's input-map coordinates.
     """
-    tap_y, tap_x = tap_grid(kernel_size, dilation, offsets_yx.dtype)
-    y0 = unit_y.to(offsets_yx.dtype) * stride[0] - padding[0]
-    x0 = unit_x.to(offsets_yx.dtype) * stride[1] - padding[1]
+    grid = grid_yx.to(offsets_yx.dtype)
+    y0 = unit_y.to(offsets_yx.dtype) * stride[0]
+    x0 = unit_x.to(offsets_yx.dtype) * stride[1]
     return (
-        y0.unsqueeze(1) + tap_y + offsets_yx[..., 0],
-        x0.unsqueeze(1) + tap_x + offsets_yx[..., 1],
+        y0.unsqueeze(1) + grid[:, 0] + offsets_yx[..., 0],
+        x0.unsqueeze(1) + grid[:, 1] + offsets_yx[..., 1],
     )
 
 

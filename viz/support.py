@@ -246,9 +246,10 @@ def point_attributions(pts: Points, support: Support, cap: Capture, unit: int = 
         else:  # the parent's pixel position -> this layer's output map
             (sy, sx), (oy, ox) = lc.out_pixel_stride, lc.out_pixel_offset
             py, px = (pts.y[par] - oy) / sy, (pts.x[par] - ox) / sx
-        field = support.attributions[li][unit, 0]  # (K, Ho, Wo), group 0
+        g, k, ho, wo = support.attributions[li][unit].shape
+        field = support.attributions[li][unit].reshape(g * k, ho, wo)  # sample q = group * K + point
         vals = read_nearest(field, py, px)[0] if pts.method == "nearest" else read_bilinear(field, py, px)[0]
-        out[at] = vals[torch.arange(pi.numel()), pts.tap[pi]]
+        out[at] = vals[torch.arange(pi.numel()), pts.group[pi] * k + pts.tap[pi]]
     return out
 
 
