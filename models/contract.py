@@ -191,7 +191,11 @@ class Decoder(Protocol):
 
     def decode(self, layer: SamplingLayer, tensors: Mapping[str, Any]) -> SamplingRecord: ...
 
-    def input_map(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Tensor: ...
+    def input_map(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Tensor:
+        """The layer's input map as ``(N, C, H, W)`` from its forward arguments."""
+
+    def output_map(self, out: Tensor, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Tensor:
+        """The layer's output as ``(N, C, Ho, Wo)``."""
 
     def regular(self, what: str, value: Tensor) -> Tensor: ...
 
@@ -209,6 +213,9 @@ class TorchvisionLayout:
 
     def input_map(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Tensor:
         return args[0]
+
+    def output_map(self, out: Tensor, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Tensor:
+        return out
 
     def split(self, raw: Tensor) -> tuple[Tensor, Tensor | None]:
         """Offsets and mask from what the offset source gave."""
@@ -304,11 +311,18 @@ def describe_layer(
 
     - our ``DeformConv2d``: outputs of ``offset_conv`` / ``mask_conv``;
     - ``torchvision.ops.DeformConv2d``: forward arguments ``offset`` (1) and ``mask`` (2);
-    - ``nn.Conv2d``: a regular layer, no sources.
+    - ``nn.Conv2d``: a regular layer, no sources;
+    - a layer of another DCN family (DCNv3, DCNv4, mmcv, detectron2): ``models.families``.
 
     Explicit ``offset_source`` / ``mask_source`` win over the defaults.
     """
     from torchvision.ops import DeformConv2d as TorchvisionDeformConv2d
+
+    from models.families import family_of
+
+    family = family_of(module) if offset_source is None and not isinstance(module, DeformConv2d) else None
+    if family is not None:
+        return family.describe(name, module, pixel_stride, pixel_offset)
 
     if offset_source is None and isinstance(module, TorchvisionDeformConv2d):
         offset_source = ForwardArgument(module, 1, "offset")

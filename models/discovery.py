@@ -36,7 +36,7 @@ import itertools
 import math
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +45,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-from models.contract import ForwardArgument, OpArgument, SamplingLayer
+from models.contract import ForwardArgument, ModuleOutput, OpArgument, SamplingLayer
 from models.deform_conv import DeformConv2d
+from models.families import family_of
 from models.geometry import pair
 
 #: Positions of torchvision's op arguments: ``deform_conv2d(input, weight, offset, mask, bias,
@@ -75,7 +76,7 @@ class FoundLayer:
 
     name: str
     module: nn.Module
-    kind: str  # "torchvision DeformConv2d" | "deformscope DeformConv2d" | "module calling deform_conv2d"
+    kind: str  # "torchvision DeformConv2d" | "deformscope DeformConv2d" | "module calling deform_conv2d" | a family
     kernel_size: tuple[int, int]
     stride: tuple[int, int]
     padding: tuple[int, int]
@@ -84,6 +85,12 @@ class FoundLayer:
     modulated: bool
     in_size: tuple[int, int]
     out_size: tuple[int, int]
+    #: The contract's entry with a placeholder position on the image (``sampling_layer`` places it).
+    template: SamplingLayer | None = None
+
+    @property
+    def points(self) -> int:
+        return self.template.taps if self.template is not None else self.kernel_size[0] * self.kernel_size[1]
 
 
 class _Watch(TorchFunctionMode):
@@ -94,6 +101,7 @@ class _Watch(TorchFunctionMode):
         super().__init__()
         self.stack: list[nn.Module] = []
         self.first_args: dict[nn.Module, Any] = {}
+        self.first_call: dict[nn.Module, tuple[tuple[Any, ...], dict[str, Any]]] = {}
         self.outputs: dict[nn.Module, Any] = {}
         self.calls: dict[nn.Module, int] = {}
         self.order: list[nn.Module] = []
@@ -104,12 +112,13 @@ class _Watch(TorchFunctionMode):
             self.ops.setdefault(self.stack[-1], []).append(tuple(args))
         return func(*args, **(kwargs or {}))
 
-    def enter(self, m: nn.Module, args: tuple[Any, ...]) -> None:
+    def enter(self, m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self.stack.append(m)
         self.calls[m] = self.calls.get(m, 0) + 1
         if m not in self.first_args:
             self.order.append(m)
             self.first_args[m] = args[0] if args else None
+            self.first_call[m] = (args, kwargs)
 
     def leave(self, m: nn.Module, _args: tuple[Any, ...], out: Any) -> None:
         if self.stack and self.stack[-1] is m:
@@ -128,7 +137,10 @@ def find_layers(model: nn.Module, run: Callable[[Tensor], Any], example: Tensor)
     watch = _Watch()
     with ExitStack() as stack:
         for m in names:
-            for handle in (m.register_forward_pre_hook(watch.enter), m.register_forward_hook(watch.leave)):
+            for handle in (
+                m.register_forward_pre_hook(watch.enter, with_kwargs=True),
+                m.register_forward_hook(watch.leave),
+            ):
                 stack.callback(handle.remove)
         stack.enter_context(watch)
         try:
@@ -143,6 +155,10 @@ def find_layers(model: nn.Module, run: Callable[[Tensor], Any], example: Tensor)
     found: list[FoundLayer] = []
     for m in watch.order:
         name = names[m] or "(the model itself)"
+        family = family_of(m) if not isinstance(m, (DeformConv2d, tv)) else None
+        if family is not None:
+            found.append(_family_layer(name, m, family, watch))
+            continue
         if isinstance(m, DeformConv2d):
             x = watch.first_args[m]
             found.append(
@@ -197,15 +213,40 @@ def find_layers(model: nn.Module, run: Callable[[Tensor], Any], example: Tensor)
     if not found:
         raise DiscoveryError(
             f"no deformable layer found in {type(model).__name__}: looked for torchvision.ops.DeformConv2d, "
-            "deformscope's DeformConv2d and modules calling torchvision.ops.deform_conv2d in their forward"
+            "deformscope's DeformConv2d, modules calling torchvision.ops.deform_conv2d in their forward, and "
+            "layers shaped like DCNv3 / DCNv4 (InternImage), mmcv's DeformConv2dPack and detectron2's DeformConv"
         )
-    return found
+    return [f if f.template is not None else replace(f, template=_template(f)) for f in found]
 
 
-def sampling_layer(
-    f: FoundLayer, pixel_stride: tuple[float, float], pixel_offset: tuple[float, float]
-) -> SamplingLayer:
-    """The contract's entry for a found layer: the sources say where capture reads its offsets."""
+def _family_layer(name: str, m: nn.Module, family: Any, watch: _Watch) -> FoundLayer:
+    """A layer of a DCN family (``models.families``) as it ran in the discovery pass."""
+    template = family.describe(name, m, (1.0, 1.0), (0.0, 0.0))
+    args, kwargs = watch.first_call[m]
+    try:
+        x_in = template.decoder.input_map(args, kwargs)
+        x_out = template.decoder.output_map(watch.outputs[m], args, kwargs)
+    except Exception as exc:
+        raise DiscoveryError(
+            f"layer {name!r} looks like a {family.NAME} layer but its input or output does not have that layout "
+            f"({type(exc).__name__}: {exc})"
+        ) from None
+    groups = getattr(template.decoder, "group", None) or _offset_groups(m)
+    return FoundLayer(
+        name, m, family.NAME, template.kernel_size, template.stride, template.padding, template.dilation,
+        groups, template.modulated, _size(x_in), _size(x_out), template,
+    )  # fmt: skip
+
+
+def _offset_groups(m: nn.Module) -> int:
+    for attr in ("deform_groups", "deformable_groups", "offset_groups", "group"):
+        if hasattr(m, attr):
+            return int(getattr(m, attr))
+    return 1
+
+
+def _template(f: FoundLayer) -> SamplingLayer:
+    """The contract's entry for a torchvision-style found layer, placed at a placeholder position."""
     if isinstance(f.module, DeformConv2d):
         offset_source, mask_source = None, None  # SamplingLayer fills them from the module
     elif isinstance(f.module, _tv_deform_conv()):
@@ -220,11 +261,24 @@ def sampling_layer(
         stride=f.stride,
         padding=f.padding,
         dilation=f.dilation,
-        pixel_stride=(float(pixel_stride[0]), float(pixel_stride[1])),
-        pixel_offset=(float(pixel_offset[0]), float(pixel_offset[1])),
+        pixel_stride=(1.0, 1.0),
+        pixel_offset=(0.0, 0.0),
         module=f.module,
         offset_source=offset_source,
         mask_source=mask_source,
+    )
+
+
+def sampling_layer(
+    f: FoundLayer, pixel_stride: tuple[float, float], pixel_offset: tuple[float, float]
+) -> SamplingLayer:
+    """The contract's entry for a found layer, placed on the image: the sources say where capture
+    reads its offsets, the decoder how."""
+    template = f.template if f.template is not None else _template(f)
+    return replace(
+        template,
+        pixel_stride=(float(pixel_stride[0]), float(pixel_stride[1])),
+        pixel_offset=(float(pixel_offset[0]), float(pixel_offset[1])),
     )
 
 
@@ -244,6 +298,30 @@ class _RegularOps(TorchFunctionMode):
             a = args
             return F.conv2d(a[0], a[1], a[4], (a[5], a[6]), (a[7], a[8]), (a[9], a[10]), a[11])
         return func(*args, **(kwargs or {}))
+
+
+def _regular_twin(stack: ExitStack, layer: SamplingLayer) -> None:
+    """Make a family's layer regular for the probe: its offset source gives zeros and its weights a
+    constant (the decoder's ``regular``), so no gradient reaches the image through the offset or
+    mask branches (a mask computed by a depthwise conv would otherwise widen the measured field)."""
+    decoder = layer.decoder
+    for what, src in (("offset", layer.offset_source), ("mask", layer.mask_source)):
+        if isinstance(src, ModuleOutput):
+
+            def post(_m: nn.Module, _args: tuple[Any, ...], out: Tensor, what: str = what) -> Tensor:
+                return decoder.regular(what, out)
+
+            stack.callback(src.module.register_forward_hook(post).remove)
+        elif isinstance(src, ForwardArgument):
+
+            def pre(_m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], what: str = what, src=src):
+                if src.name in kwargs and kwargs[src.name] is not None:
+                    kwargs = {**kwargs, src.name: decoder.regular(what, kwargs[src.name])}
+                elif len(args) > src.index and args[src.index] is not None:
+                    args = (*args[: src.index], decoder.regular(what, args[src.index]), *args[src.index + 1 :])
+                return args, kwargs
+
+            stack.callback(src.module.register_forward_pre_hook(pre, with_kwargs=True).remove)
 
 
 @dataclass(frozen=True)
@@ -285,10 +363,11 @@ def _probe_fields(
     maps: dict[int, Tensor] = {}
     last = found[-1].module
 
-    def grab(i: int, module: nn.Module):
-        def pre(_m: nn.Module, args: tuple[Any, ...]) -> None:
-            maps.setdefault(i, args[0])
-            if module is last:
+    def grab(i: int, f: FoundLayer):
+        def pre(_m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            decoder = f.template.decoder if f.template is not None else None
+            maps.setdefault(i, decoder.input_map(args, kwargs) if decoder is not None else args[0])
+            if f.module is last:
                 raise _StopProbe  # nothing above the top layer is needed (nor must it accept this size)
 
         return pre
@@ -301,9 +380,11 @@ def _probe_fields(
 
     with ExitStack() as stack:
         for i, f in enumerate(found):
-            stack.callback(f.module.register_forward_pre_hook(grab(i, f.module)).remove)
+            stack.callback(f.module.register_forward_pre_hook(grab(i, f), with_kwargs=True).remove)
             if isinstance(f.module, DeformConv2d):
                 stack.callback(f.module.register_forward_hook(regular(f)).remove)
+            elif f.template is not None and f.template.family != "torchvision":
+                _regular_twin(stack, f.template)
         stack.enter_context(_RegularOps())
         try:
             run(images)  # in grad mode: probe_geometry's
@@ -408,7 +489,8 @@ def probe_geometry(
 
 def check_stacked(found: list[FoundLayer], probed: list[ProbedGeometry]) -> None:
     """Raise :class:`DiscoveryError` unless consecutive layers are directly stacked (the module
-    docstring, step 3)."""
+    docstring, step 3). Where the layer below puts its output units and how far its regular grid
+    reaches come from its contract entry (``LayerGeometry``: the one stacking formula)."""
     for lo, hi, glo, ghi in zip(found[:-1], found[1:], probed[:-1], probed[1:], strict=True):
         if lo.out_size != hi.in_size:
             raise DiscoveryError(
@@ -416,12 +498,11 @@ def check_stacked(found: list[FoundLayer], probed: list[ProbedGeometry]) -> None
                 f"{hi.name!r} reads a {hi.in_size} one (something in between resizes it). Choose a stacked subset "
                 "of the layers"
             )
+        placed = sampling_layer(lo, glo.pixel_stride, glo.pixel_offset)
         for a in (0, 1):
-            want_stride = glo.pixel_stride[a] * lo.stride[a]
-            want_offset = glo.pixel_offset[a] + glo.pixel_stride[a] * (
-                -lo.padding[a] + lo.dilation[a] * (lo.kernel_size[a] - 1) / 2
-            )
-            want_extent = glo.extent[a] + (lo.kernel_size[a] - 1) * lo.dilation[a] * glo.pixel_stride[a]
+            want_stride = placed.out_pixel_stride[a]
+            want_offset = placed.out_pixel_offset[a]
+            want_extent = glo.extent[a] + placed.grid_span[a] * glo.pixel_stride[a]
             if abs(ghi.pixel_stride[a] - want_stride) > 1e-6 or abs(ghi.pixel_offset[a] - want_offset) > 1e-6:
                 raise DiscoveryError(
                     f"layers {lo.name!r} and {hi.name!r} are not stacked: an operation between them moves positions "
@@ -593,15 +674,8 @@ def discover(
                 raise DiscoveryError(
                     f"layers {lo.name!r} and {hi.name!r} are not stacked: map sizes {lo.out_size} vs {hi.in_size}"
                 )
-            (ps, po) = grids[-1]
-            grids.append(
-                (
-                    (ps[0] * lo.stride[0], ps[1] * lo.stride[1]),
-                    tuple(
-                        po[a] + ps[a] * (-lo.padding[a] + lo.dilation[a] * (lo.kernel_size[a] - 1) / 2) for a in (0, 1)
-                    ),
-                )
-            )
+            placed = sampling_layer(lo, *grids[-1])
+            grids.append((placed.out_pixel_stride, placed.out_pixel_offset))
         wrapped.geometry_method = "given: bottom layer's pixel stride and offset, the others by stacking"
     wrapped.found = found
     wrapped.layers = [sampling_layer(f, s, o) for f, (s, o) in zip(found, grids, strict=True)]

@@ -79,8 +79,10 @@ class SceneNet(nn.Module):
 
     def sampling_layers(self) -> list[SamplingLayer]:
         """The three stacked 3x3 layers, bottom to top (``models.contract``)."""
+        # DCNv3 / DCNv4 blocks sit in a channels-last / token wrapper: the block itself samples
         return [
-            describe_layer(f"top.{i}", layer, self.pixel_stride, self.pixel_offset) for i, layer in enumerate(self.top)
+            describe_layer(f"top.{i}", getattr(layer, "block", layer), self.pixel_stride, self.pixel_offset)
+            for i, layer in enumerate(self.top)
         ]
 
     def config(self) -> dict[str, Any]:

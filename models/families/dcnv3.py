@@ -1,0 +1,112 @@
+"""InternImage's DCNv3 (``DCNv3`` / ``DCNv3_pytorch``, and ``models.dcnv3.DCNv3``): channels-last
+``(N, H, W, C)`` maps; ``offset(x1)`` gives ``(N, Ho, Wo, G * P * 2)``, ``(dx, dy)`` per point,
+points x-major; the weights are ``softmax(mask(x1))`` over each group's ``P`` points; the regular
+grid is scaled by ``offset_scale`` (``models.geometry.dcnv3_grid_yx``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from models.contract import ModuleOutput, SamplingLayer, SamplingRecord
+from models.geometry import dcnv3_grid_yx
+
+NAME = "dcnv3"
+
+
+def matches(module: nn.Module) -> bool:
+    children = dict(module.named_children())
+    return (
+        isinstance(children.get("offset"), nn.Linear)
+        and isinstance(children.get("mask"), nn.Linear)
+        and "dw_conv" in children
+        and hasattr(module, "group")
+        and hasattr(module, "offset_scale")
+    )
+
+
+def layer_params(module: nn.Module) -> dict[str, Any]:
+    """kernel, stride, pad, dilation, group, offset_scale, remove_center of a DCNv3/DCNv4 module
+    (square kernels, as published)."""
+    return {
+        "k": int(module.kernel_size),
+        "stride": int(getattr(module, "stride", 1)),
+        "pad": int(getattr(module, "pad", (int(module.kernel_size) - 1) // 2)),
+        "dil": int(getattr(module, "dilation", 1)),
+        "group": int(module.group),
+        "scale": float(module.offset_scale),
+        "remove_center": bool(int(getattr(module, "remove_center", 0))),
+    }
+
+
+def grid_of(p: Mapping[str, Any]) -> tuple[tuple[float, float], ...]:
+    grid = dcnv3_grid_yx(p["k"], p["pad"], p["dil"], p["scale"], p["remove_center"], torch.float64)
+    return tuple((float(y), float(x)) for y, x in grid)
+
+
+def offsets_yx_from(offset: Tensor, group: int, points: int, scale: float) -> Tensor:
+    """``(N, Ho, Wo, G * P * 2)`` (dx, dy) -> ``(N, G, P, 2, Ho, Wo)`` (dy, dx) in input-map units."""
+    n, ho, wo, _ = offset.shape
+    return (offset.reshape(n, ho, wo, group, points, 2).flip(-1) * scale).permute(0, 3, 4, 5, 1, 2)
+
+
+@dataclass(frozen=True)
+class ChannelsLastLayout:
+    """DCNv3's layout (the decoder of ``models.contract``)."""
+
+    group: int
+    points: int
+    scale: float
+    family: str = NAME
+
+    def input_map(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Tensor:
+        return args[0].permute(0, 3, 1, 2)
+
+    def output_map(self, out: Tensor, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Tensor:
+        return out.permute(0, 3, 1, 2)
+
+    def regular(self, what: str, value: Tensor) -> Tensor:
+        # zero offsets; zero mask logits: every point weighs 1/P, whatever the image
+        return torch.zeros_like(value)
+
+    def decode(self, layer: SamplingLayer, tensors: Mapping[str, Any]) -> SamplingRecord:
+        args, kwargs = tensors["in"], tensors.get("kwargs", {})
+        x_in, x_out = self.input_map(args, kwargs), self.output_map(tensors["out"], args, kwargs)
+        n = x_in.shape[0]
+        offsets_yx = offsets_yx_from(tensors["offset"], self.group, self.points, self.scale)
+        logits = tensors["mask"]
+        ho, wo = logits.shape[1:3]
+        weights = torch.softmax(logits.reshape(n, ho, wo, self.group, self.points), dim=-1).permute(0, 3, 4, 1, 2)
+        return SamplingRecord(
+            tuple(x_in.shape[-2:]),
+            tuple(x_out.shape[-2:]),
+            offsets_yx,
+            weights,
+            x_in,
+            x_out,  # type: ignore[arg-type]
+        )
+
+
+def describe(
+    name: str, module: nn.Module, pixel_stride: tuple[float, float], pixel_offset: tuple[float, float]
+) -> SamplingLayer:
+    p = layer_params(module)
+    grid = grid_of(p)
+    return SamplingLayer(
+        name=name,
+        kernel_size=(p["k"], p["k"]),
+        stride=(p["stride"], p["stride"]),
+        padding=(p["pad"], p["pad"]),
+        dilation=(p["dil"], p["dil"]),
+        pixel_stride=(float(pixel_stride[0]), float(pixel_stride[1])),
+        pixel_offset=(float(pixel_offset[0]), float(pixel_offset[1])),
+        module=module,
+        offset_source=ModuleOutput(module.offset),
+        mask_source=ModuleOutput(module.mask),
+        decoder=ChannelsLastLayout(p["group"], len(grid), p["scale"]),
+        grid=grid,
+    )
