@@ -55,6 +55,38 @@ def sample_points(value: Tensor, locations_yx: Tensor, weights: Tensor) -> Tenso
     return out.view(n, g * cg, ho, wo).permute(0, 2, 3, 1).contiguous()
 
 
+def regular_sample(value: Tensor, grid_yx: Tensor, weights: Tensor, stride: int, out_size: tuple[int, int]) -> Tensor:
+    """The regular twin of the core, computed exactly: every group samples the fixed grid
+    ``unit * stride + grid_yx[p]`` with fixed weights, by slicing a zero-padded map (no normalised
+    coordinates, so an integer position reads exactly one unit and nothing of its neighbours).
+
+    Args:
+        value: ``(N, H, W, G * Cg)``; grid_yx: ``(P, 2)``; weights: ``(G, P)``.
+
+    Returns:
+        ``(N, Ho, Wo, G * Cg)``.
+    """
+    n, h, w, c = value.shape
+    g, p = weights.shape
+    ho, wo = out_size
+    reach = int(grid_yx.abs().max().ceil()) + 2
+    padded = torch.nn.functional.pad(value, (0, 0, reach, reach, reach, reach))
+    out = value.new_zeros(n, ho, wo, g, c // g)
+    groups = padded.view(n, h + 2 * reach, w + 2 * reach, g, c // g)
+    for q in range(p):
+        gy, gx = float(grid_yx[q, 0]), float(grid_yx[q, 1])
+        fy, fx = int(torch.floor(torch.tensor(gy))), int(torch.floor(torch.tensor(gx)))
+        ty, tx = gy - fy, gx - fx
+        for dy, wy in ((0, 1 - ty), (1, ty)):
+            for dx, wx in ((0, 1 - tx), (1, tx)):
+                if wy * wx == 0:
+                    continue
+                y0, x0 = reach + fy + dy, reach + fx + dx
+                window = groups[:, y0 : y0 + (ho - 1) * stride + 1 : stride, x0 : x0 + (wo - 1) * stride + 1 : stride]
+                out = out + (wy * wx) * weights[:, q].to(value.dtype).view(1, 1, 1, g, 1) * window
+    return out.reshape(n, ho, wo, c)
+
+
 def dcnv3_locations(
     offset: Tensor,
     kernel_size: int,
@@ -207,4 +239,4 @@ class DCNv3(nn.Module):
         )
 
 
-__all__ = ["DCNv3", "ToChannelsLast", "dcnv3_core", "dcnv3_locations", "sample_points"]
+__all__ = ["DCNv3", "ToChannelsLast", "dcnv3_core", "dcnv3_locations", "regular_sample", "sample_points"]

@@ -300,11 +300,23 @@ class _RegularOps(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-def _regular_twin(stack: ExitStack, layer: SamplingLayer) -> None:
+def _regular_twin(stack: ExitStack, layer: SamplingLayer, family: Any) -> None:
     """Make a family's layer regular for the probe: its offset source gives zeros and its weights a
     constant (the decoder's ``regular``), so no gradient reaches the image through the offset or
-    mask branches (a mask computed by a depthwise conv would otherwise widen the measured field)."""
+    mask branches (a mask computed by a depthwise conv would otherwise widen the measured field).
+    A family that can compute its regular twin exactly (``regular_forward``) replaces the layer's
+    output with it: cores that sample through normalised coordinates (grid_sample, as
+    InternImage's pure-PyTorch DCNv3 does) land an integer position a rounding error off, which
+    gives its next neighbour a gradient of ~1e-7 that is no part of the field."""
     decoder = layer.decoder
+    exact = getattr(family, "regular_forward", None)
+    if exact is not None:
+
+        def replace_output(m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], _out: Any) -> Tensor:
+            return exact(m, args, kwargs)
+
+        stack.callback(layer.module.register_forward_hook(replace_output, with_kwargs=True).remove)
+        return
     for what, src in (("offset", layer.offset_source), ("mask", layer.mask_source)):
         if isinstance(src, ModuleOutput):
 
@@ -353,7 +365,12 @@ class ProbedGeometry:
 
 
 def _probe_fields(
-    run: Callable[[Tensor], Any], found: list[FoundLayer], shape: tuple[int, ...], batch: int, seed: int
+    run: Callable[[Tensor], Any],
+    found: list[FoundLayer],
+    shape: tuple[int, ...],
+    batch: int,
+    seed: int,
+    twins: list[FoundLayer] | None = None,
 ) -> list[list[Field]]:
     """Receptive fields of a few units around the centre of each layer's input map."""
     gen = torch.Generator().manual_seed(seed)
@@ -381,10 +398,13 @@ def _probe_fields(
     with ExitStack() as stack:
         for i, f in enumerate(found):
             stack.callback(f.module.register_forward_pre_hook(grab(i, f), with_kwargs=True).remove)
+        # every deformable layer runs as its regular twin, chosen or not: one left deforming below
+        # a chosen layer would bend that layer's field
+        for f in twins if twins is not None else found:
             if isinstance(f.module, DeformConv2d):
                 stack.callback(f.module.register_forward_hook(regular(f)).remove)
             elif f.template is not None and f.template.family != "torchvision":
-                _regular_twin(stack, f.template)
+                _regular_twin(stack, f.template, family_of(f.module))
         stack.enter_context(_RegularOps())
         try:
             run(images)  # in grad mode: probe_geometry's
@@ -451,6 +471,7 @@ def probe_geometry(
     batch: int = 16,
     seed: int = 0,
     max_side: int = 1024,
+    twins: list[FoundLayer] | None = None,
 ) -> list[ProbedGeometry]:
     """Where each found layer's input map lies on the image (see the module docstring, step 2).
 
@@ -464,7 +485,7 @@ def probe_geometry(
     result: list[ProbedGeometry | None] = [None] * len(found)
     while True:
         try:
-            fields = _probe_fields(run, found, (c, h, w), batch, seed)
+            fields = _probe_fields(run, found, (c, h, w), batch, seed, twins)
         except DiscoveryError:
             raise
         except Exception as exc:
@@ -650,7 +671,7 @@ def discover(
     )
     wrapped.eval()
     example = torch.rand(1, in_channels, *size, generator=torch.Generator().manual_seed(0))
-    found = find_layers(model, wrapped, example)
+    found = every = find_layers(model, wrapped, example)
     if layers is not None:
         by_name = {f.name: f for f in found}
         unknown = [n for n in layers if n not in by_name]
@@ -658,7 +679,7 @@ def discover(
             raise DiscoveryError(f"no deformable layer named {unknown}; found {list(by_name)}")
         found = [f for f in found if f.name in set(layers)]
     if geometry is None:
-        probed = probe_geometry(wrapped, found, (in_channels, *size))
+        probed = probe_geometry(wrapped, found, (in_channels, *size), twins=every)
         check_stacked(found, probed)
         grids = [(g.pixel_stride, g.pixel_offset) for g in probed]
         wrapped.geometry_method = "probed: receptive-field centres of input-map units on the regular path" + (

@@ -201,3 +201,18 @@ def test_module_backward_reaches_offsets():
     assert block.offset.weight.grad.abs().sum() > 0
     assert block.mask.weight.grad.abs().sum() > 0
     assert block.center_feature_scale_proj_weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(("scale", "remove_center", "stride"), [(1.0, False, 1), (0.5, True, 1), (1.5, False, 2)])
+def test_regular_sample_equals_the_core_with_zero_offsets(scale, remove_center, stride):
+    from models.dcnv3 import regular_sample
+    from models.geometry import dcnv3_grid_yx
+
+    k, pad, dil, group = 3, 1, 1, 2
+    value, offset, mask = random_inputs(1, 7, 6, group, 2, k, stride, pad, dil, remove_center, seed=2)
+    p = 9 - int(remove_center)
+    weights = torch.rand(group, p, dtype=torch.float64)
+    want = dcnv3_core(value, torch.zeros_like(offset), weights.flatten().expand_as(mask), k, stride, pad, dil, group, scale, remove_center)
+    grid = dcnv3_grid_yx(k, pad, dil, scale, remove_center, torch.float64)
+    got = regular_sample(value, grid, weights, stride, tuple(offset.shape[1:3]))
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)

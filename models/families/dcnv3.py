@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from models.contract import ModuleOutput, SamplingLayer, SamplingRecord
+from models.dcnv3 import regular_sample
 from models.geometry import dcnv3_grid_yx
 
 NAME = "dcnv3"
@@ -89,6 +90,29 @@ class ChannelsLastLayout:
             x_in,
             x_out,  # type: ignore[arg-type]
         )
+
+
+def regular_forward(module: nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Tensor:
+    """The layer's regular twin, exactly (discovery's probe): the published block with zero
+    offsets, every point weighing ``1/P`` and ``center_feature_scale`` held at its value."""
+    p = layer_params(module)
+    x = args[0]
+    grid = dcnv3_grid_yx(p["k"], p["pad"], p["dil"], p["scale"], p["remove_center"], x.dtype)
+    v = module.input_proj(x)
+    weights = torch.full((p["group"], grid.shape[0]), 1.0 / grid.shape[0])
+    ho = (x.shape[1] + 2 * p["pad"] - p["dil"] * (p["k"] - 1) - 1) // p["stride"] + 1
+    wo = (x.shape[2] + 2 * p["pad"] - p["dil"] * (p["k"] - 1) - 1) // p["stride"] + 1
+    out = regular_sample(v, grid, weights, p["stride"], (ho, wo))
+    if getattr(module, "center_feature_scale", False):
+        with torch.no_grad():
+            x1 = module.dw_conv(x.permute(0, 3, 1, 2))
+            scale = torch.sigmoid(
+                torch.nn.functional.linear(
+                    x1, module.center_feature_scale_proj_weight, module.center_feature_scale_proj_bias
+                )
+            ).repeat_interleave(out.shape[-1] // p["group"], dim=-1)
+        out = out * (1 - scale) + v * scale
+    return module.output_proj(out)
 
 
 def describe(

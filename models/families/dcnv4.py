@@ -12,8 +12,10 @@ import torch
 from torch import Tensor, nn
 
 from models.contract import ForwardArgument, ModuleOutput, SamplingLayer, SamplingRecord
+from models.dcnv3 import regular_sample
 from models.dcnv4 import split_offset_mask
 from models.families.dcnv3 import grid_of, layer_params, offsets_yx_from
+from models.geometry import dcnv3_grid_yx
 
 NAME = "dcnv4"
 
@@ -70,6 +72,26 @@ class TokenLayout:
             (h, w), tuple(x_out.shape[-2:]), offsets_yx_from(offset, self.group, self.points, self.scale),  # type: ignore[arg-type]
             weights, x_in, x_out,
         )  # fmt: skip
+
+
+def regular_forward(module: nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Tensor:
+    """The layer's regular twin, exactly (discovery's probe): the published block with zero
+    offsets and every point weighing 1."""
+    p = layer_params(module)
+    x = args[0]
+    n, length, _ = x.shape
+    h, w = _map_shape(args, kwargs)
+    grid = dcnv3_grid_yx(p["k"], p["pad"], p["dil"], p["scale"], p["remove_center"], x.dtype)
+    v = x if getattr(module, "without_pointwise", False) else module.value_proj(x)
+    v = v.reshape(n, h, w, -1)
+    out = regular_sample(v, grid, torch.ones(p["group"], grid.shape[0]), p["stride"], (h, w))
+    if getattr(module, "center_feature_scale", False):
+        scale = torch.sigmoid(
+            torch.nn.functional.linear(out, module.center_feature_scale_proj_weight, module.center_feature_scale_proj_bias)
+        ).repeat_interleave(out.shape[-1] // p["group"], dim=-1)
+        out = out * (1 - scale) + v * scale
+    out = out.reshape(n, length, -1)
+    return out if getattr(module, "without_pointwise", False) else module.output_proj(out)
 
 
 def describe(
