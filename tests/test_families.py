@@ -396,3 +396,27 @@ def test_family_of_needs_the_structure_not_the_name():
     assert family_of(PackedDeformConv(4, 4)).NAME == "mmcv"
     assert family_of(nn.Conv2d(3, 3, 3)) is None
     assert family_of(nn.Linear(3, 3)) is None
+
+
+@pytest.mark.parametrize("key", ["internimage", "flashinternimage", "mmcv-modulated", "detectron2-plain"])
+def test_support_views_recompute_each_family_exactly(key):
+    """The ERF / effective-sampling-locations pass recomputes every layer from its record with
+    gates of 1: the unit's response equals the norm of its feature in a plain forward pass, and
+    the attributions of the top layer's samples add up over groups and points."""
+    from viz.support import point_attributions, unit_support
+
+    model, size, channels = build(key)
+    found = discover(model, size, channels)
+    image = torch.rand(channels, size, size, generator=torch.Generator().manual_seed(2))
+    cap = capture(found, image, keep_features=True)
+    h, w = cap.top.out_size
+    unit = (h // 2, w // 2)
+    support = unit_support(found, image, [unit])
+    feature = cap.top.outputs[0, :, unit[0], unit[1]]
+    torch.testing.assert_close(support.response[0], feature.norm(), rtol=1e-4, atol=1e-5)
+    assert support.attributions[-1].shape == (1, cap.top.groups, found.sampling_layers()[-1].taps, h, w)
+    assert support.erf[0].abs().sum() > 0
+    pts = backproject(cap, unit, levels=1, method="bilinear")
+    att = point_attributions(pts, support, cap, 0)
+    top_att = support.attributions[-1][0, :, :, unit[0], unit[1]].flatten()
+    torch.testing.assert_close(att, top_att)  # level 1 reads the top layer's own samples, in order

@@ -79,28 +79,68 @@ def layer_points(cap: Capture, layer: int = -1, image: int = 0) -> tuple[Tensor,
 
     Returns:
         ``(y, x, weight)``, each ``(G, K, Ho, Wo)``, in the layer's *input-map* coordinates
-        (row, column; unit centres at integers); ``weight`` is the DCNv2 mask (1 for DCNv1 and
-        regular convs). Tap ``k = i * kw + j``.
+        (row, column; unit centres at integers); ``weight`` is the sample's weight (DCNv2's mask,
+        DCNv3/DCNv4's weights; 1 for DCNv1 and regular convs). Tap ``k = i * kw + j`` for a
+        torchvision-style layer; the family's own point order otherwise.
     """
     lc = _layer(cap, layer)
-    off = lc.offsets_yx[image : image + 1]  # (1, G, K, 2, Ho, Wo)
-    g, k, (ho, wo) = off.shape[1], lc.taps, lc.out_size
-    y, x = sampling_positions(off.reshape(1, g * 2 * k, ho, wo), lc.kernel_size, lc.stride, lc.padding, lc.dilation)
-    weight = lc.mask[image] if lc.mask is not None else torch.ones_like(y[0])
-    return y[0], x[0], weight
+    y, x = _positions(lc, image)
+    weight = lc.mask[image] if lc.mask is not None else torch.ones_like(y)
+    return y, x, weight
 
 
-def effective_dilation(cap: Capture, layer: int = -1, image: int = 0, group: int = 0) -> Tensor:
+def _positions(lc, image: int) -> tuple[Tensor, Tensor]:
+    """``(G, P, Ho, Wo)`` rows and columns of every sample of one image: the record's formula."""
+    off = lc.offsets_yx[image]  # (G, P, 2, Ho, Wo)
+    g, k, _, ho, wo = off.shape
+    if lc.grid is None:  # a conv's taps: the operator's own formula, written once in models.geometry
+        y, x = sampling_positions(off.reshape(1, g * 2 * k, ho, wo), lc.kernel_size, lc.stride, lc.padding, lc.dilation)
+        return y[0], x[0]
+    grid = lc.grid_yx(off.dtype)
+    rows = torch.arange(ho, dtype=off.dtype).view(1, 1, ho, 1) * lc.stride[0]
+    cols = torch.arange(wo, dtype=off.dtype).view(1, 1, 1, wo) * lc.stride[1]
+    return rows + grid[:, 0].view(1, k, 1, 1) + off[:, :, 0], cols + grid[:, 1].view(1, k, 1, 1) + off[:, :, 1]
+
+
+def adjacent_points(grid_yx: Tensor) -> Tensor:
+    """``(A, 2)`` index pairs of a regular grid's horizontally or vertically adjacent points (one
+    grid step apart along one axis, same position along the other), whatever their numbering:
+    12 pairs for a 3x3 kernel, 8 when its centre is removed."""
+    pairs = []
+    for axis in (0, 1):
+        other = 1 - axis
+        vals = torch.unique(grid_yx[:, axis])
+        step = float((vals[1:] - vals[:-1]).min()) if vals.numel() > 1 else 0.0
+        for a in range(grid_yx.shape[0]):
+            for b in range(grid_yx.shape[0]):
+                same = bool(grid_yx[a, other] == grid_yx[b, other])
+                if same and step > 0 and abs(float(grid_yx[b, axis] - grid_yx[a, axis]) - step) < 1e-9:
+                    pairs.append((a, b))
+    return torch.tensor(pairs, dtype=torch.long).view(-1, 2)
+
+
+def effective_dilation(cap: Capture, layer: int = -1, image: int = 0, group: int | None = None) -> Tensor:
     """The paper's effective dilation of every output unit of a layer, in image pixels.
 
     The mean distance between the sampling locations of horizontally and vertically adjacent
-    taps of the unit's filter (12 pairs for 3x3). A regular conv gives ``dilation *
-    pixel_stride`` everywhere (2 px for the shipped models).
+    taps of the unit's filter (12 pairs for 3x3; DCNv3/DCNv4's points are paired by their place
+    on the regular grid). A regular conv gives ``dilation * pixel_stride`` everywhere (2 px for
+    the shipped models). ``group``: one group's filter; None (default): the mean over groups.
 
     Returns:
         ``(Ho, Wo)``.
     """
     lc = _layer(cap, layer)
+    if lc.grid is not None or (group is None and lc.groups > 1):
+        y, x = _positions(lc, image)  # (G, P, Ho, Wo)
+        if group is not None:
+            y, x = y[group : group + 1], x[group : group + 1]
+        pairs = adjacent_points(lc.grid_yx(torch.float64))
+        (sy, sx) = lc.pixel_stride
+        dy = (y[:, pairs[:, 1]] - y[:, pairs[:, 0]]) * sy
+        dx = (x[:, pairs[:, 1]] - x[:, pairs[:, 0]]) * sx
+        return torch.hypot(dy, dx).mean(dim=1).mean(dim=0)
+    group = group or 0
     off = lc.offsets_yx[image : image + 1, group : group + 1]  # (1, 1, K, 2, Ho, Wo)
     k, ho, wo = lc.taps, *lc.out_size
     y, x = sampling_positions(off.reshape(1, 2 * k, ho, wo), lc.kernel_size, lc.stride, lc.padding, lc.dilation)

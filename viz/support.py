@@ -35,6 +35,7 @@ from torch.overrides import TorchFunctionMode
 
 from models.contract import ForwardArgument, ModuleOutput, SamplingLayer
 from models.deform_conv import DeformConv2d, deform_conv2d
+from models.families import family_of
 from models.runtime import model_device
 from viz.backproject import Points
 from viz.capture import OP_ARGS, Capture, capture, is_deform_op, sampling_layers_of
@@ -74,6 +75,7 @@ class _Run:
         self.masks: dict[int, Tensor | None] = {}
         self.outputs: dict[int, Tensor] = {}
         self.op_frames: list[int] = []
+        self.sources: dict[tuple[int, str], object] = {}
 
 
 def _gate_like(offsets: Tensor, taps: int) -> Tensor:
@@ -121,7 +123,9 @@ def _install(stack: ExitStack, run: _Run, layers: list[SamplingLayer]) -> None:
     for i, layer in enumerate(layers):
         m = layer.module
         src = layer.offset_source
-        if _recomputable(m):
+        if layer.family != "torchvision":
+            _install_family(stack, run, i, layer, guard)
+        elif _recomputable(m):
             if isinstance(src, ModuleOutput):
 
                 def rec_offset(_m, _a, out, i=i):
@@ -171,6 +175,45 @@ def _install(stack: ExitStack, run: _Run, layers: list[SamplingLayer]) -> None:
             stack.callback(m.register_forward_hook(guard(leave)).remove)
     if uses_ops:
         stack.enter_context(_GateOps(run, layers))
+
+
+def _install_family(stack: ExitStack, run: _Run, i: int, layer: SamplingLayer, guard) -> None:
+    """A layer of another DCN family (``models.families``): its sources are recorded in this run,
+    decoded into the canonical record (offsets and weights still differentiable) and the layer
+    is recomputed by its family with every sample's weight times a gate."""
+    family = family_of(layer.module)
+    gated = getattr(family, "gated_forward", None)
+    if gated is None:
+        raise TypeError(f"layer {layer.name!r}: its family cannot recompute it with gated samples")
+    for what, src in (("offset", layer.offset_source), ("mask", layer.mask_source), *layer.extra_sources):
+        if isinstance(src, ModuleOutput):
+
+            def rec_out(_m, _a, out, what=what):
+                run.sources[(i, what)] = out
+
+            stack.callback(src.module.register_forward_hook(guard(rec_out)).remove)
+        elif isinstance(src, ForwardArgument):
+
+            def rec_arg(_m, args, kwargs, what=what, src=src):
+                run.sources[(i, what)] = kwargs.get(src.name, args[src.index] if len(args) > src.index else None)
+
+            stack.callback(src.module.register_forward_pre_hook(guard(rec_arg), with_kwargs=True).remove)
+        elif src is not None:
+            raise TypeError(f"layer {layer.name!r}: {type(src).__name__} sources cannot be gated")
+
+    def regated(mod, args, kwargs, out):
+        tensors = {"in": args, "kwargs": kwargs, "out": out}
+        tensors.update({what: v for (j, what), v in run.sources.items() if j == i})
+        record = layer.decoder.decode(layer, tensors)
+        n, g, p, _, ho, wo = record.offsets_yx.shape
+        gate = torch.ones(n, g * p, ho, wo, dtype=record.offsets_yx.dtype, device=record.offsets_yx.device)
+        gate.requires_grad_(True)
+        run.gates[i] = gate
+        new = gated(mod, args, kwargs, record, gate.view(n, g, p, ho, wo))
+        run.outputs[i] = layer.decoder.output_map(new, args, kwargs)
+        return new
+
+    stack.callback(layer.module.register_forward_hook(guard(regated), with_kwargs=True).remove)
 
 
 # gradients are the point: a caller's no_grad or inference mode must not reach in

@@ -13,7 +13,8 @@ import torch
 from torch import Tensor, nn
 
 from models.contract import ModuleOutput, SamplingLayer, SamplingRecord
-from models.dcnv3 import regular_sample
+from models.dcnv3 import regular_sample, sample_points
+from models.families.common import record_locations
 from models.geometry import dcnv3_grid_yx
 
 NAME = "dcnv3"
@@ -111,6 +112,28 @@ def regular_forward(module: nn.Module, args: tuple[Any, ...], kwargs: Mapping[st
                     x1, module.center_feature_scale_proj_weight, module.center_feature_scale_proj_bias
                 )
             ).repeat_interleave(out.shape[-1] // p["group"], dim=-1)
+        out = out * (1 - scale) + v * scale
+    return module.output_proj(out)
+
+
+def gated_forward(
+    module: nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any], record: SamplingRecord, gate: Tensor
+) -> Tensor:
+    """The layer recomputed from its record with every sample's weight times ``gate``
+    ``(N, G, P, Ho, Wo)`` (``viz.support``): the published block around the core."""
+    x = args[0]
+    p = layer_params(module)
+    grid = dcnv3_grid_yx(p["k"], p["pad"], p["dil"], p["scale"], p["remove_center"], record.offsets_yx.dtype)
+    v = module.input_proj(x)
+    weights = (record.weights * gate).permute(0, 3, 4, 1, 2)  # (N, Ho, Wo, G, P)
+    out = sample_points(v, record_locations(record, grid, (p["stride"], p["stride"])), weights)
+    if getattr(module, "center_feature_scale", False):
+        x1 = module.dw_conv(x.permute(0, 3, 1, 2))
+        scale = torch.sigmoid(
+            torch.nn.functional.linear(
+                x1, module.center_feature_scale_proj_weight, module.center_feature_scale_proj_bias
+            )
+        ).repeat_interleave(out.shape[-1] // p["group"], dim=-1)
         out = out * (1 - scale) + v * scale
     return module.output_proj(out)
 

@@ -12,8 +12,9 @@ import torch
 from torch import Tensor, nn
 
 from models.contract import ForwardArgument, ModuleOutput, SamplingLayer, SamplingRecord
-from models.dcnv3 import regular_sample
+from models.dcnv3 import regular_sample, sample_points
 from models.dcnv4 import split_offset_mask
+from models.families.common import record_locations
 from models.families.dcnv3 import grid_of, layer_params, offsets_yx_from
 from models.geometry import dcnv3_grid_yx
 
@@ -87,11 +88,38 @@ def regular_forward(module: nn.Module, args: tuple[Any, ...], kwargs: Mapping[st
     out = regular_sample(v, grid, torch.ones(p["group"], grid.shape[0]), p["stride"], (h, w))
     if getattr(module, "center_feature_scale", False):
         scale = torch.sigmoid(
-            torch.nn.functional.linear(out, module.center_feature_scale_proj_weight, module.center_feature_scale_proj_bias)
+            torch.nn.functional.linear(
+                out, module.center_feature_scale_proj_weight, module.center_feature_scale_proj_bias
+            )
         ).repeat_interleave(out.shape[-1] // p["group"], dim=-1)
         out = out * (1 - scale) + v * scale
     out = out.reshape(n, length, -1)
     return out if getattr(module, "without_pointwise", False) else module.output_proj(out)
+
+
+def gated_forward(
+    module: nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any], record: SamplingRecord, gate: Tensor
+) -> Tensor:
+    """The layer recomputed from its record with every sample's weight times ``gate``
+    ``(N, G, P, Ho, Wo)`` (``viz.support``): the published block around the core."""
+    x = args[0]
+    n, length, _ = x.shape
+    h, w = _map_shape(args, kwargs)
+    p = layer_params(module)
+    grid = dcnv3_grid_yx(p["k"], p["pad"], p["dil"], p["scale"], p["remove_center"], record.offsets_yx.dtype)
+    pointwise = not getattr(module, "without_pointwise", False)
+    v = (module.value_proj(x) if pointwise else x).reshape(n, h, w, -1)
+    weights = (record.weights * gate).permute(0, 3, 4, 1, 2)
+    out = sample_points(v, record_locations(record, grid, (p["stride"], p["stride"])), weights)
+    if getattr(module, "center_feature_scale", False):
+        scale = torch.sigmoid(
+            torch.nn.functional.linear(
+                out, module.center_feature_scale_proj_weight, module.center_feature_scale_proj_bias
+            )
+        ).repeat_interleave(out.shape[-1] // p["group"], dim=-1)
+        out = out * (1 - scale) + v * scale
+    out = out.reshape(n, length, -1)
+    return module.output_proj(out) if pointwise else out
 
 
 def describe(

@@ -7,9 +7,16 @@ samples. Recognised by ``conv_offset``, a 4-D ``weight`` and ``deform_groups`` (
 
 from __future__ import annotations
 
-from torch import nn
+from torch import Tensor, nn
 
-from models.contract import ModuleOutput, SamplingLayer, TorchvisionLayout, conv_geometry
+from models.contract import ModuleOutput, SamplingLayer, SamplingRecord, TorchvisionLayout, conv_geometry
+from models.families.common import gated_conv
+
+
+def gated_forward(module: nn.Module, args: tuple, kwargs: dict, record: SamplingRecord, gate: Tensor) -> Tensor:
+    """The layer recomputed from its record, every sample's weight times ``gate`` (``viz.support``)."""
+    return gated_conv(module, args[0], record, gate)
+
 
 NAME = "mmcv"
 
