@@ -20,7 +20,15 @@ from app_canvas import drawn_image
 from app_unit import unit_chart
 from models.catalog import TWINS
 from models.scenes import BACKGROUND, rescale_digit, size_class
-from viz.figures import VIEWS, roi_figure, scene_receptive_field_figure, unit_points_figure, unit_view_figure
+from viz.backproject import path_count
+from viz.figures import (
+    VIEWS,
+    family_note,
+    roi_figure,
+    scene_receptive_field_figure,
+    unit_points_figure,
+    unit_view_figure,
+)
 from viz.preprocess import SCENE_SIZE, preprocess_scene
 from viz.render import plotly_figure
 from viz.roi import roi_bins
@@ -233,8 +241,20 @@ def unit_panel(
         help="Where the layers sample, or what the unit really uses (DCNv2's views): the gradient of its response "
         "per pixel, its samples weighted by gradient x value, the smallest region that keeps its response.",
     )
+    group = None
+    if a.deform.top.groups > 1 and view == VIEWS[0]:
+        choice = st.selectbox(
+            "Group",
+            ["all groups", *(f"group {g} at the top" for g in range(a.deform.top.groups))],
+            key="scene_group",
+            help="A grouped layer (DCNv3/DCNv4) samples G x P points per unit; one group at the top is easier to read. "
+            "The layers below always follow every group.",
+        )
+        group = None if choice == "all groups" else int(choice.split()[1])
     if view == VIEWS[0]:
-        spec = unit_points_figure(a.deform, a.regular, unit, levels, method, overlay, names=(name, f"{twin} (twin)"))
+        spec = unit_points_figure(
+            a.deform, a.regular, unit, levels, method, overlay, names=(name, f"{twin} (twin)"), group=group
+        )
     else:
         spec = unit_view_figure(view, views(a, (deform, regular), (name, f"{twin} (twin)"), unit, view, method), unit)
     fig = plotly_figure(spec, interactive=True)
@@ -247,10 +267,11 @@ def unit_panel(
     )
     dil_d = float(viz.effective_dilation(a.deform)[unit])
     dil_r = float(viz.effective_dilation(a.regular)[unit])
+    paths = path_count(a.deform, levels, group)
     st.caption(
-        f"Unit {unit} lies on {where}: {9**levels} sampling points at level {levels} ({method} method); "
+        f"Unit {unit} lies on {where}: {paths} sampling paths at level {levels} ({method} method); "
         f"effective dilation of its top-layer filter {dil_d:.1f} px (regular twin {dil_r:.1f} px). "
-        "Click any unit to move it. Colours: the model's predicted digit classes."
+        f"{family_note(a.deform)} Click any unit to move it. Colours: the model's predicted digit classes."
     )
 
 

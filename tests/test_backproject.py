@@ -218,3 +218,20 @@ def test_bad_arguments_are_clear():
         viz.backproject(cap, (1, 1), levels=4)
     with pytest.raises(ValueError, match="method must be one of"):
         viz.backproject(cap, (1, 1), method="cubic")
+
+
+def test_path_count_equals_the_points_paths_for_grouped_layers():
+    import torch
+
+    from models.scene_nets import SceneNet
+    from tests.family_standins import randomise_offsets
+    from viz import backproject, capture
+    from viz.backproject import path_count
+
+    torch.manual_seed(0)
+    cap = capture(randomise_offsets(SceneNet("dcnv4").eval(), std=0.05), torch.rand(1, 1, 64, 64))
+    for levels in (1, 2, 3):
+        for group in (None, 1):
+            pts = backproject(cap, (4, 4), levels=levels, group=group)
+            assert path_count(cap, levels, group) == pts.paths(levels) == pts.count(level=levels)
+    assert path_count(cap, 3) == 36**3 and path_count(cap, 3, 0) == 9 * 36**2

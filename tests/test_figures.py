@@ -193,3 +193,28 @@ def test_count_note_explains_each_method(models, digit):
     assert "dropped" in count_note(near) or near.count(level=3) == 729
     exact = viz.backproject(cap, (0, 0), method="exact")
     assert count_note(exact).startswith(f"{exact.count(level=3)} positions (level 3) carrying the weight of all 729")
+
+
+def test_signed_weights_are_drawn_as_such():
+    """DCNv4's weights may be negative: the unit view draws positive ones red and negative ones
+    blue, opacity by |weight| relative to the largest, and names the family in its note."""
+    import numpy as np
+    import torch
+
+    from models.scene_nets import SceneNet
+    from tests.family_standins import randomise_offsets
+    from viz import capture
+    from viz.figures import POINT_BLUE, POINT_RED, family_note, unit_points_figure
+
+    torch.manual_seed(0)
+    model = randomise_offsets(SceneNet("dcnv4").eval(), std=0.2)
+    cap = capture(model, torch.rand(1, 1, 64, 64))
+    twin = capture(SceneNet("regular").eval(), torch.rand(1, 1, 64, 64))
+    spec = unit_points_figure(cap, twin, (8, 8), levels=2, method="bilinear", group=1)
+    layers = [lay for lay in spec.panels[0].layers if lay.kind == "points"]
+    colours = {lay.color for lay in layers}
+    assert colours == {POINT_RED, POINT_BLUE}
+    assert sum(len(lay.x) for lay in layers) == 9 * 36
+    assert max(float(lay.alphas.max()) for lay in layers) == 1.0
+    assert all(np.all(lay.alphas >= 0.08) for lay in layers)
+    assert "DCNv4" in family_note(cap) and "4 group(s) x 9 points" in family_note(cap)

@@ -333,6 +333,17 @@ def backproject_layers(
     )
 
 
+def path_count(cap: Capture, levels: int | None = None, group: int | None = None) -> int:
+    """How many sample paths reach ``levels`` from one top unit, without back-projecting:
+    ``9^L`` for a one-group 3x3 stack, ``(G P)^L`` with groups (``P (G P)^(L-1)`` for one group
+    at the top). Equals :meth:`Points.paths`."""
+    layers = cap.layers[::-1][: levels or len(cap.layers)]
+    total = 1
+    for depth, lc in enumerate(layers):
+        total *= lc.taps * (1 if depth == 0 and group is not None else lc.offsets_yx.shape[1])
+    return total
+
+
 def backproject(
     cap: Capture,
     unit: tuple[int, int] | Tensor | str,

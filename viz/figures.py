@@ -111,6 +111,49 @@ def points_layer(
     )
 
 
+POINT_BLUE = "#1f5fbf"
+
+
+def family_points_layers(pts: Points, level: int, label: str) -> list[Layer]:
+    """Points of a layer family whose weights are not DCNv2's masks in [0, 1] (DCNv3's softmax
+    products are small, DCNv4's are signed): opacity = |weight| / the level's largest |weight|,
+    positive weights red, negative ones blue, each in its own legend entry."""
+    sel = pts.where(level=level)
+    w = pts.weight[sel].double().numpy()
+    x, y = pts.x[sel].numpy(), pts.y[sel].numpy()
+    top = float(np.abs(w).max()) if w.size else 1.0
+    alphas = np.clip(np.abs(w) / (top or 1.0), 0.08, 1.0) if pts.method != "exact" or top else None
+    neg = w < 0
+    if not neg.any():
+        return [Layer("points", x, y, f"{label}; opacity = weight / largest", POINT_RED, alphas=alphas)]
+    pos = ~neg
+    return [
+        Layer("points", x[pos], y[pos], f"{int(pos.sum())} with positive weight", POINT_RED, alphas=alphas[pos]),
+        Layer("points", x[neg], y[neg], f"{int(neg.sum())} with negative weight", POINT_BLUE, alphas=alphas[neg]),
+    ]
+
+
+FAMILY_WORDS = {
+    "torchvision": "torchvision layout (per tap dy, dx; row-major taps)",
+    "dcnv3": "InternImage's DCNv3 (channels-last; per point dx, dy, x-major; weights: softmax over a group's points)",
+    "dcnv4": "FlashInternImage's DCNv4 (tokens; per group 2P offsets then P weights; weights unnormalised, signed)",
+    "mmcv": "mmcv's pack layer (conv_offset; torchvision layout)",
+    "detectron2": "detectron2's DeformConv (offsets as forward arguments; torchvision layout)",
+}
+
+
+def family_note(cap: Capture) -> str:
+    """One sentence naming the deformable layers' family, groups, points and layout."""
+    deformable = [lc for lc in cap.layers if lc.deformable] or cap.layers
+    top = deformable[-1]
+    words = FAMILY_WORDS.get(top.family, top.family)
+    scale = ""
+    if top.grid is not None:
+        span = top.grid_span[0] / max(1, (top.kernel_size[0] - 1) * top.dilation[0])
+        scale = f", grid scaled x{span:g}" if span != 1 else ""
+    return f"{len(cap.layers)} stacked layers, {words}: {top.groups} group(s) x {top.taps} points{scale}."
+
+
 def count_note(pts: Points, level: int | None = None) -> str:
     """How many points a level holds, explained for the method, so that the legend and the
     caption say the same thing: ``nearest`` drops samples whose nearest unit is off the map,
@@ -525,23 +568,30 @@ def unit_points_figure(
     method: str = BILINEAR,
     overlay: bool = True,
     names: tuple[str, str] = ("deformable", "regular twin"),
+    group: int | None = None,
 ) -> FigureSpec:
     """The app's main view: the chosen unit's back-projected points for the deformable model
     and, beside it, its regular twin (coincident samples merged, sized by count); clickable
     units; for dense models the predicted segmentation as a colour overlay. Axes grow to show
-    every point; the image frame is outlined then."""
+    every point; the image frame is outlined then. ``group``: keep one group of a grouped top
+    layer (DCNv3/DCNv4); the twin always shows its lattice."""
     panels = []
     for cap, name in ((deform, names[0]), (regular, names[1])):
-        pts = backproject(cap, unit, levels=levels, method=method)
+        grouped = group if cap.top.groups > 1 else None
+        pts = backproject(cap, unit, levels=levels, method=method, group=grouped)
         lvl = pts.levels
         n = pts.count(level=lvl)
-        if cap.top.deformable:
-            layer = points_layer(pts, lvl, count_note(pts, lvl))
+        if cap.top.deformable and all(lc.family == "torchvision" for lc in cap.layers):
+            drawn = [points_layer(pts, lvl, count_note(pts, lvl))]
+        elif cap.top.deformable:
+            note = count_note(pts, lvl) + (f", group {group} at the top" if grouped is not None else "")
+            drawn = family_points_layers(pts, lvl, note)
         else:
             layer = merged_points_layer(pts, lvl, "")
             layer.label = f"{n} samples on {len(layer.x)} positions (size = count)"
-        extent, grown = _extent_with(cap, [layer.x], [layer.y])
-        layers = ([frame_layer(cap)] if grown else []) + [units_layer(cap), layer, unit_layer(pts, f"unit {unit}")]
+            drawn = [layer]
+        extent, grown = _extent_with(cap, [d.x for d in drawn], [d.y for d in drawn])
+        layers = ([frame_layer(cap)] if grown else []) + [units_layer(cap), *drawn, unit_layer(pts, f"unit {unit}")]
         seg = segmentation_labels(cap.predictions[0]) if overlay and cap.logits.dim() == 4 else None
         panels.append(Panel(name, _img(cap), layers, extent=extent, labels=seg, label_colors=DIGIT_COLORS))
     return FigureSpec(

@@ -15,6 +15,10 @@ from viz.figures import FigureSpec, Layer, Panel
 FORMATS = ("png", "svg", "html")
 
 
+#: Above this many points a layer is drawn with WebGL (``scattergl``).
+WEBGL_POINTS = 5000
+
+
 def _mpl_layer(ax, layer: Layer) -> None:
     if layer.kind == "points":
         colors = np.zeros((len(layer.x), 4))
@@ -327,7 +331,9 @@ def _layer_traces(layer: Layer, legend: bool) -> list[dict]:
             # one number per point, not one colour string per point (strings are validated and
             # sent one by one)
             marker["opacity"] = _f32(layer.alphas)
-        return [{**common, "x": x, "y": y, "mode": "markers", "marker": marker, "hoverinfo": "skip"}]
+        # tens of thousands of points (a grouped layer's deep levels): WebGL draws them, SVG cannot
+        kind = {"type": "scattergl"} if len(layer.x) > WEBGL_POINTS else {}
+        return [{**common, **kind, "x": x, "y": y, "mode": "markers", "marker": marker, "hoverinfo": "skip"}]
     if layer.kind == "units":
         return [
             {
