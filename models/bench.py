@@ -1,6 +1,6 @@
 """Benchmark: regular conv vs torchvision's deformable op vs ours; training steps; RoI pooling.
 
-    python -m models.bench [--repeats 5] [--device auto|cpu|cuda] [--no-train]
+    python -m models.bench [--repeats 5] [--device auto|cpu|cuda] [--no-train] [--sections families ...]
 
 All ops of a table are timed in turn, round by round, so that a shared machine's drifting speed
 weighs on each alike, after untimed warm-up runs of every op. The warm-ups also bring glibc's
@@ -201,6 +201,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5, help="timed repetitions (torchvision's CPU op: a third of them)")
     p.add_argument("--no-train", action="store_true", help="skip the training-step timing")
     p.add_argument(
+        "--sections",
+        nargs="+",
+        choices=("shapes", "train", "families", "roi"),
+        default=["shapes", "train", "families", "roi"],
+        help="what to time: the op on two shapes, training steps, the DCN families' layers, RoI pooling",
+    )
+    p.add_argument(
         "--glibc-defaults",
         action="store_true",
         help="leave glibc's allocator as a plain process has it (large freed blocks go back to the "
@@ -217,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         "memory: peak MB of one forward+backward above its inputs; "
         f"allocator: {'freed blocks kept for reuse' if kept else 'glibc defaults'}"
     )
-    for label, (n, cin, cout, size) in SHAPES.items():
+    for label, (n, cin, cout, size) in SHAPES.items() if "shapes" in args.sections else ():
         r = bench_shape(n, cin, cout, size, args.repeats, device)
         print(f"\n{label}")
         print(f"  {'op':<20}{'forward ms':>24}{'fwd+bwd ms':>26}{'memory MB':>12}")
@@ -247,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"  on this GPU the layer uses {'ours' if of <= tf else 'torchvision'} for inference (faster "
                 f"forward), {'ours' if ofb <= tfb else 'torchvision'} for training (faster forward+backward)"
             )
-    if not args.no_train:
+    if not args.no_train and "train" in args.sections:
         steps = bench_training(args.repeats, device)
         per_epoch = -(-EPOCH_DIGITS // 128)
         print(f"\ntraining step of the digit classifier (batch 128, 28x28; an epoch of {EPOCH_DIGITS:,} digits)")
@@ -259,8 +266,76 @@ def main(argv: list[str] | None = None) -> int:
             "  epoch vs regular:          "
             + ", ".join(f"{a} {statistics.median(steps[a]) / reg:.1f}x" for a in ("deform", "deform2"))
         )
-    bench_roi(args.repeats, device)
+    if "families" in args.sections:
+        bench_families(args.repeats, device)
+    if "roi" in args.sections:
+        bench_roi(args.repeats, device)
     return 0
+
+
+#: The scene models' stacked layers: batch 32 of 64-channel 16x16 maps (64x64 scenes at stride 4).
+FAMILY_SHAPE = (32, 64, 16)
+
+
+def _family_ops(device: torch.device) -> dict[str, tuple[Callable[[], object], Callable[[], None]]]:
+    """Forward and forward+backward of one scene-shaped layer of each kind, offset branches
+    randomised so that the samples move (they start at zero)."""
+    from models.dcnv3 import DCNv3
+    from models.dcnv4 import DCNv4
+    from models.deform_conv import DeformConv2d
+
+    n, c, size = FAMILY_SHAPE
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    layers = {
+        "regular conv": torch.nn.Conv2d(c, c, 3, padding=1, bias=False),
+        "ours DCNv1 layer": DeformConv2d(c, c, 3, padding=1, bias=False),
+        "ours DCNv3 layer": DCNv3(c, 3, pad=1, group=4),
+        "ours DCNv4 layer": DCNv4(c, 3, pad=1, group=4, dw_kernel_size=3),
+    }
+    for layer in layers.values():
+        for name, param in layer.named_parameters():
+            if any(part in ("offset_conv", "offset", "mask", "offset_mask") for part in name.split(".")[:-1]):
+                torch.nn.init.normal_(param, std=0.05)
+        layer.to(device)
+    x = torch.randn(n, c, size, size, generator=g).to(device).requires_grad_()
+    x_cl = x.detach().permute(0, 2, 3, 1).contiguous().requires_grad_()
+    x_tok = x.detach().flatten(2).transpose(1, 2).contiguous().requires_grad_()
+    inputs = {
+        "regular conv": lambda m: m(x),
+        "ours DCNv1 layer": lambda m: m(x),
+        "ours DCNv3 layer": lambda m: m(x_cl),  # channels-last, as InternImage runs it
+        "ours DCNv4 layer": lambda m: m(x_tok, (size, size)),  # tokens and shape
+    }
+    ops = {name: (lambda m=m, f=inputs[name]: f(m)) for name, m in layers.items()}
+
+    def fwd_bwd(op) -> None:
+        op().sum().backward()
+        for t in (x, x_cl, x_tok, *(p for m in layers.values() for p in m.parameters())):
+            t.grad = None
+
+    return {name: (op, lambda op=op: fwd_bwd(op)) for name, op in ops.items()}
+
+
+def bench_families(repeats: int, device: torch.device) -> None:
+    """Our DCNv3 and DCNv4 layers on the scene shape against our DCNv1 layer and a regular conv of
+    the same channels, timed in one run (goal: DCNv3/DCNv4 forward+backward within 1.5x DCNv1)."""
+    times = time_forward_and_backward(_family_ops(device), repeats, device)
+    n, c, size = FAMILY_SHAPE
+    print(f"\nDCN families on the scene shape (N={n}, {c}->{c}, {size}x{size}; DCNv3/DCNv4: 4 groups, projections included)")
+    print(f"  {'layer':<20}{'forward ms':>24}{'fwd+bwd ms':>26}")
+    for name, (f, fb) in times.items():
+        print(f"  {name:<20}{spread(f):>24}{spread(fb):>26}")
+    med = {name: (statistics.median(f), statistics.median(fb)) for name, (f, fb) in times.items()}
+    v1f, v1fb = med["ours DCNv1 layer"]
+    cf, cfb = med["regular conv"]
+    for name in ("ours DCNv3 layer", "ours DCNv4 layer"):
+        f, fb = med[name]
+        verdict = "met" if fb <= 1.5 * v1fb else "not met"
+        print(
+            f"  {name}: vs DCNv1 forward {f / v1f:.2f}x, fwd+bwd {fb / v1fb:.2f}x (goal <= 1.5x: {verdict}); "
+            f"vs regular conv forward {f / cf:.1f}x, fwd+bwd {fb / cfb:.1f}x"
+        )
 
 
 def bench_roi(repeats: int, device: torch.device | None = None) -> None:
