@@ -123,6 +123,14 @@ class LayerGeometry:
         return float(min(vals)), float(max(vals))
 
     @property
+    def grid_step(self) -> tuple[float, float]:
+        """Spacing of the regular grid's neighbouring points per axis, in input-map units: the
+        dilation of a conv; ``offset_scale * dilation`` for DCNv3/DCNv4."""
+        return tuple(  # type: ignore[return-value]
+            (self._grid_bounds(a)[1] - self._grid_bounds(a)[0]) / max(self.kernel_size[a] - 1, 1) for a in (0, 1)
+        )
+
+    @property
     def grid_span(self) -> tuple[int, int]:
         """Input units the regular grid's bilinear reads reach beyond one unit, per axis: how much a
         unit's receptive field grows through this layer (``(k - 1) * dil`` for a conv)."""

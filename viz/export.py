@@ -129,11 +129,14 @@ def scene_builders(args: argparse.Namespace) -> dict[str, Callable[[], FigureSpe
             raise ExportError(f"scene index {bad[0]} out of range: the bundled scenes are 0..{len(scenes) - 1}")
         chosen = list(args.scenes)
     cap_d, cap_r = viz.capture(deform, scenes.images), viz.capture(regular, scenes.images)
+    more_names = [m for m in args.scene_more if m != "none"]
+    more = [(viz.capture(viz.load(m, args.device), scenes.images), Path(m).stem) for m in more_names]
 
     def receptive_field() -> FigureSpec:
         sub_d, sub_r = cap_d.select(chosen), cap_r.select(chosen)
         picks = [pick_units(sub_d, boxes[i], heights[i], image=k) for k, i in enumerate(chosen)]
-        return scene_receptive_field_figure(sub_d, sub_r, picks)
+        rows = [(cap.select(chosen), name) for cap, name in more]
+        return scene_receptive_field_figure(sub_d, sub_r, picks, more=rows)
 
     names = (Path(args.scene_checkpoint).stem, Path(args.scene_regular or twin_of(args.scene_checkpoint) or "").stem)
 
@@ -211,6 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dcnv2", default="deform2_plain", help="DCNv2 checkpoint for the modulation figure")
     p.add_argument("--scene-checkpoint", default="scene_deform", help="deformable scene model for the scene figures")
+    p.add_argument(
+        "--scene-more",
+        nargs="+",
+        default=[m for m in ("scene_dcnv3", "scene_dcnv4") if m in viz.shipped_checkpoints()],
+        help="more deformable scene models drawn as rows of scene_receptive_field on the same units "
+        "(default: the shipped DCNv3 and DCNv4 models; 'none' for none)",
+    )
     p.add_argument(
         "--scene-regular", default=None, help="regular scene model (default: the twin of --scene-checkpoint)"
     )

@@ -449,13 +449,16 @@ def scene_receptive_field_figure(
     picks: list[dict[str, tuple[int, int] | None]],
     method: str = BILINEAR,
     names: tuple[str, str] = ("deformable", "regular twin"),
+    more: list[tuple[Capture, str]] | tuple = (),
 ) -> FigureSpec:
     """The paper's Figure 6 on scenes: for every captured scene, a unit on the background, on a
     small digit and on a large digit with their 9^L back-projected points; the deformable model's
-    row, then the regular twin's (left out when ``regular`` is None). ``picks[i]`` names the units
-    of image ``i`` (:func:`viz.scene_stats.pick_units`)."""
+    row, then a row for each of ``more`` (other deformable models on the same scenes and units,
+    e.g. DCNv3 and DCNv4: all their groups' samples, opacity by weight), then the regular twin's
+    (left out when ``regular`` is None). ``picks[i]`` names the units of image ``i``
+    (:func:`viz.scene_stats.pick_units`)."""
     panels = []
-    rows = [(deform, names[0])] + ([(regular, names[1])] if regular is not None else [])
+    rows = [(deform, names[0]), *more] + ([(regular, names[1])] if regular is not None else [])
     for i, units in enumerate(picks):
         for cap, row in rows:
             for what in ("background", "small", "large"):
@@ -463,20 +466,29 @@ def scene_receptive_field_figure(
                 if unit is None:
                     continue
                 pts = backproject(cap, unit, method=method, image=i)
-                layers = [points_layer(pts), unit_layer(pts)]
-                extent, grown = _extent_with(cap, [pts.x.numpy()], [pts.y.numpy()])
+                if all(lc.family == "torchvision" for lc in cap.layers):
+                    drawn = [points_layer(pts)]
+                else:
+                    drawn = family_points_layers(pts, pts.levels, f"{pts.count(level=pts.levels)} samples")
+                layers = [*drawn, unit_layer(pts)]
+                extent, grown = _extent_with(cap, [d.x for d in drawn], [d.y for d in drawn])
                 if grown:
                     layers.insert(0, frame_layer(cap))
                 label = "background" if what == "background" else f"{what} digit"
                 prefix = f"{i + 1}. " if len(picks) > 1 else ""
                 panels.append(Panel(f"{prefix}{row}: {label}", _img(cap, i), layers, extent=extent))
+    more_words = (
+        f" then {', '.join(name for _, name in more)} (4 groups: 36^3 = 46,656 samples, opacity by weight),"
+        if more
+        else ""
+    )
     return FigureSpec(
         "scene_receptive_field",
         "Where three stacked 3x3 layers sample: background, small digit, large digit",
         f"Red: the 9^3 = 729 sampling locations of the green top-layer unit, back-projected through three 3x3 layers "
-        f"({method} method). Rows alternate: the deformable scene model, then its regular twin (a fixed 7x7 lattice, "
-        "4 px apart). The deformable points reach wide on the background, gather on a small digit and spread over a "
-        "large one. After Dai et al., ICCV 2017, Fig. 6.",
+        f"({method} method). Rows alternate: the deformable scene model,{more_words} then its regular twin (a fixed "
+        "7x7 lattice, 4 px apart). The deformable points reach wide on the background, gather on a small digit and "
+        "spread over a large one. After Dai et al., ICCV 2017, Fig. 6.",
         panels,
         ncols=3,
     )

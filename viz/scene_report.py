@@ -32,7 +32,7 @@ from models.scenes import SIZE_CLASSES, SIZE_EDGES, TEST_SEED, Scenes, size_clas
 from viz.scene_stats import REGIONS, RegionStats, dilation_by_region, own_digit_fraction, regular_dilation
 from viz.support import support_by_region
 
-MODELS = ("scene_deform", "scene_deform2", "scene_regular")
+MODELS = ("scene_deform", "scene_deform2", "scene_dcnv3", "scene_dcnv4", "scene_regular")
 
 
 def collect(model: torch.nn.Module, scenes: Scenes, batch: int = 50, progress: bool = True) -> dict[str, object]:
@@ -56,7 +56,9 @@ def collect(model: torch.nn.Module, scenes: Scenes, batch: int = 50, progress: b
             bar.update(1)
         unit_px = [regular_dilation(cap, layer) for layer in range(layers)]
     bar.close()
-    return {"dilation": dil, "own": own, "regular_px": unit_px}
+    top = model.sampling_layers()[-1]
+    groups = int(cap.top.groups) if layers else 1
+    return {"dilation": dil, "own": own, "regular_px": unit_px, "groups": groups, "family": top.family}
 
 
 def _fmt(m: float, s: float) -> str:
@@ -96,10 +98,22 @@ def markdown(results: dict[str, dict[str, object]], scenes: Scenes, metrics: dic
         counts = ", ".join(f"{reg} {dil[-1].mean_std(reg)[2]}" for reg in REGIONS)
         own: RegionStats = r["own"]  # type: ignore[assignment]
         fracs = ", ".join(f"{reg} {100 * own.mean_std(reg)[0]:.1f}%" for reg in SIZE_CLASSES if own.mean_std(reg)[2])
+        groups = int(r.get("groups", 1))  # type: ignore[arg-type]
+        which = (
+            "729 points (bilinear)"
+            if groups == 1
+            else f"{(9 * groups) ** 3:,} samples over {groups} groups (exact: merged onto map units, |weight|)"
+        )
+        extra = (
+            f" The {groups} groups' filters are averaged for the effective dilation; weights: "
+            f"{'softmax over a group' if r.get('family') == 'dcnv3' else 'unnormalised, signed'}."
+            if groups > 1
+            else ""
+        )
         lines += [
             "",
-            f"Top-layer units per region: {counts}. Weighted share of a unit's 729 points (bilinear) inside its own "
-            f"digit's box, by the digit's size: {fracs}.",
+            f"Top-layer units per region: {counts}. Weighted share of a unit's {which} inside its own "
+            f"digit's box, by the digit's size: {fracs}.{extra}",
             "",
         ]
     lines += ["## The models on the same test scenes", ""]

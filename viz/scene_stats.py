@@ -19,7 +19,7 @@ from torch import Tensor
 from models.scenes import SIZE_CLASSES, size_class
 from viz.backproject import backproject
 from viz.capture import Capture
-from viz.geometry import BILINEAR
+from viz.geometry import BILINEAR, EXACT
 from viz.stats import effective_dilation, unit_pixels
 
 REGIONS = (*SIZE_CLASSES, "background")
@@ -85,13 +85,19 @@ def ink_boxes(image: Tensor, threshold: float = 0.3, join: int = 2, min_pixels: 
     return torch.tensor(boxes, dtype=torch.float32).view(-1, 4)
 
 
-def own_digit_fraction(cap: Capture, boxes: Tensor, image: int = 0, method: str = BILINEAR) -> tuple[Tensor, Tensor]:
+def own_digit_fraction(
+    cap: Capture, boxes: Tensor, image: int = 0, method: str | None = None
+) -> tuple[Tensor, Tensor]:
     """For every top unit lying in a digit: the weighted fraction of its 9^L back-projected
-    points (last level) that land inside its own digit's box.
+    points (last level) that land inside its own digit's box. Weights count by their size
+    (DCNv4's may be negative). ``method``: default ``bilinear``, or ``exact`` for grouped layers,
+    whose ``(G P)^L`` samples per unit (46,656 for 4 groups of 3x3) merge onto map units.
 
     Returns:
         ``(digit (U,), fraction (U,))`` for the U units in digits: the digit index and fraction.
     """
+    if method is None:
+        method = EXACT if any(lc.groups > 1 for lc in cap.layers) else BILINEAR
     d = unit_digits(cap, boxes)
     units = (d >= 0).nonzero()
     if units.numel() == 0:
@@ -100,7 +106,7 @@ def own_digit_fraction(cap: Capture, boxes: Tensor, image: int = 0, method: str 
     final = pts.where(level=pts.levels)
     owner = d[units[:, 0], units[:, 1]][pts.unit[final]]
     b = boxes[owner]
-    x, y, w = pts.x[final], pts.y[final], pts.weight[final].float()
+    x, y, w = pts.x[final], pts.y[final], pts.weight[final].float().abs()
     on = (x >= b[:, 0] - 0.5) & (x < b[:, 2] - 0.5) & (y >= b[:, 1] - 0.5) & (y < b[:, 3] - 0.5)
     total = torch.zeros(len(units)).index_add_(0, pts.unit[final], w)
     hit = torch.zeros(len(units)).index_add_(0, pts.unit[final], w * on.float())
@@ -134,10 +140,12 @@ def dilation_by_region(cap: Capture, boxes: Tensor, heights: Tensor, image: int,
 
 
 def regular_dilation(cap: Capture, layer: int) -> float:
-    """What a regular 3x3 layer with this geometry scores: its dilation times its pixel stride
-    (rows and columns agree for the shipped models; their mean otherwise)."""
+    """What a regular 3x3 layer with this geometry scores: its grid step (the dilation; times
+    ``offset_scale`` for DCNv3/DCNv4) times its pixel stride (rows and columns agree for the
+    shipped models; their mean otherwise)."""
     lc = cap.layers[layer]
-    return 0.5 * (lc.dilation[0] * lc.pixel_stride[0] + lc.dilation[1] * lc.pixel_stride[1])
+    step = lc.grid_step
+    return 0.5 * (step[0] * lc.pixel_stride[0] + step[1] * lc.pixel_stride[1])
 
 
 def pick_units(cap: Capture, boxes: Tensor, heights: Tensor, image: int = 0) -> dict[str, tuple[int, int] | None]:
