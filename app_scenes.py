@@ -17,7 +17,7 @@ from torch import Tensor, nn
 import app_inputs as ia
 import viz
 from app_canvas import drawn_image
-from app_unit import unit_chart
+from app_unit import group_choice, unit_chart
 from models.catalog import TWINS
 from models.scenes import BACKGROUND, rescale_digit, size_class
 from viz.backproject import path_count
@@ -241,16 +241,7 @@ def unit_panel(
         help="Where the layers sample, or what the unit really uses (DCNv2's views): the gradient of its response "
         "per pixel, its samples weighted by gradient x value, the smallest region that keeps its response.",
     )
-    group = None
-    if a.deform.top.groups > 1 and view == VIEWS[0]:
-        choice = st.selectbox(
-            "Group",
-            ["all groups", *(f"group {g} at the top" for g in range(a.deform.top.groups))],
-            key="scene_group",
-            help="A grouped layer (DCNv3/DCNv4) samples G x P points per unit; one group at the top is easier to read. "
-            "The layers below always follow every group.",
-        )
-        group = None if choice == "all groups" else int(choice.split()[1])
+    group = group_choice(a.deform.top.groups, "scene_group") if view == VIEWS[0] else None
     if view == VIEWS[0]:
         spec = unit_points_figure(
             a.deform, a.regular, unit, levels, method, overlay, names=(name, f"{twin} (twin)"), group=group

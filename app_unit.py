@@ -30,3 +30,17 @@ def unit_sliders(unit: ia.UnitState, chosen: tuple[int, int], out_size: tuple[in
     unit.set(chosen)
     c1.slider("Unit row", 0, out_size[0] - 1, key=unit.row_key, on_change=unit.from_sliders)
     c2.slider("Unit column", 0, out_size[1] - 1, key=unit.col_key, on_change=unit.from_sliders)
+
+
+def group_choice(groups: int, key: str) -> int | None:
+    """For a grouped top layer (DCNv3/DCNv4): which group to keep at the top, None for all."""
+    if groups <= 1:
+        return None
+    choice = st.selectbox(
+        "Group",
+        ["all groups", *(f"group {g} at the top" for g in range(groups))],
+        key=key,
+        help="A grouped layer (DCNv3/DCNv4) samples G x P points per unit; one group at the top is easier to read. "
+        "The layers below always follow every group.",
+    )
+    return None if choice == "all groups" else int(choice.split()[1])

@@ -16,9 +16,17 @@ import torch
 
 import app_inputs as ia
 import viz
-from app_unit import unit_chart, unit_sliders
+from app_unit import group_choice, unit_chart, unit_sliders
 from models.discovery import DiscoveredModel
-from viz.figures import VIEWS, count_note, levels_figure, offset_field_figure, unit_points_figure, unit_view_figure
+from viz.figures import (
+    VIEWS,
+    count_note,
+    family_note,
+    levels_figure,
+    offset_field_figure,
+    unit_points_figure,
+    unit_view_figure,
+)
 from viz.render import plotly_figure
 from viz.samples import load_samples
 from viz.support import view_data
@@ -56,6 +64,10 @@ def page(model: DiscoveredModel, levels: int, method: str) -> None:
     st.caption(f"Your model: {getattr(model, 'source', type(model.model).__name__)}")
     with st.expander("Deformable layers found", expanded=False):
         st.code(model.report(), language=None)
+    stacked = len(model.sampling_layers())
+    if levels > stacked:  # the sidebar's slider is made before the model is known
+        st.caption(f"Your model has {stacked} stacked deformable layer(s): showing {stacked} level(s), not {levels}.")
+        levels = stacked
     left, right = st.columns([1, 2])
     with left:
         got = _input(model)
@@ -97,8 +109,9 @@ def page(model: DiscoveredModel, levels: int, method: str) -> None:
                     key="user_view",
                     help="Where the layers sample, or what the unit really uses (DCNv2's views).",
                 )
+                group = group_choice(cap.top.groups, "user_group") if view == VIEWS[0] else None
                 if view == VIEWS[0]:
-                    spec = unit_points_figure(cap, flat, unit, levels, method, overlay=False, names=NAMES)
+                    spec = unit_points_figure(cap, flat, unit, levels, method, overlay=False, names=NAMES, group=group)
                 else:
                     store = st.session_state.setdefault("user_views", {})
                     vkey = (key, unit, view, method)
@@ -109,10 +122,10 @@ def page(model: DiscoveredModel, levels: int, method: str) -> None:
                 fig = plotly_figure(spec, interactive=True, height=520)
                 unit_chart(fig, "user_points_chart", "user_last_click", UNIT.set)
                 unit_sliders(UNIT, unit, (ho, wo))
-                pts = viz.backproject(cap, unit, levels=levels, method=method)
+                pts = viz.backproject(cap, unit, levels=levels, method=method, group=group)
                 st.caption(
                     f"Unit {unit}: {count_note(pts)}. Left your model, right the same layers with offsets zero. "
-                    "Click a unit to move it."
+                    f"{family_note(cap)} Click a unit to move it."
                 )
         with tab_levels:
             if tab_levels.open:

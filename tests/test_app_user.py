@@ -79,3 +79,22 @@ def test_own_checkpoints_from_the_command_line_are_listed_beside_the_shipped_one
     box.set_value(str(digit)).run()
     assert not at.exception, [e.message for e in at.exception]
     assert next(m.value for m in at.metric if m.label == "Deformable predicts") == "2"  # sample 1, a 2
+
+
+def test_an_internimage_style_model_shows_its_groups_and_family(monkeypatch):
+    """A DCNv3 model found by structure: a group selector, the family named, every group's
+    samples by default and one group's when chosen; DCNv2's views work on it too."""
+    at = _run(
+        monkeypatch,
+        ["--model", "examples.dcn_families:intern_image", "--input-size", "32", "--in-channels", "3", "--mean", "0", "--std", "1"],
+    )
+    assert "dcnv3" in at.code[0].value
+    assert at.selectbox(key="user_group").value == "all groups"
+    assert "Unit (4, 4): 1296 sampling points (level 2)" in _captions(at)
+    assert "InternImage's DCNv3" in _captions(at) and "4 group(s) x 9 points" in _captions(at)
+    at.selectbox(key="user_group").set_value("group 2 at the top").run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert "Unit (4, 4): 324 sampling points (level 2)" in _captions(at)
+    for view in VIEWS[1:]:
+        at.radio(key="user_view").set_value(view).run()
+        assert not at.exception, [e.message for e in at.exception]

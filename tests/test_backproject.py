@@ -223,8 +223,8 @@ def test_bad_arguments_are_clear():
 def test_path_count_equals_the_points_paths_for_grouped_layers():
     import torch
 
+    from examples.dcn_families import randomise_offsets
     from models.scene_nets import SceneNet
-    from tests.family_standins import randomise_offsets
     from viz import backproject, capture
     from viz.backproject import path_count
 

@@ -1,5 +1,5 @@
 """Every DCN family's points are where its operator sampled: stand-ins written from the published
-forwards (``tests/family_standins.py``) are discovered without being named, their level-1 samples
+forwards (``examples/dcn_families.py``) are discovered without being named, their level-1 samples
 equal a hand computation and reproduce the operator's output, and the exact method's weights
 equal the autograd gradient of the unit in a linear setting."""
 
@@ -13,12 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from models.contract import SamplingLayer
-from models.discovery import DiscoveryError, discover
-from models.families import describe, family_of
-from models.geometry import dcnv3_grid_yx
-from models.scene_nets import SceneNet
-from tests.family_standins import (
+from examples.dcn_families import (
     Detectron2Net,
     FlashDCN,
     InternDCN,
@@ -28,6 +23,11 @@ from tests.family_standins import (
     TinyInternImage,
     randomise_offsets,
 )
+from models.contract import SamplingLayer
+from models.discovery import DiscoveryError, discover
+from models.families import describe, family_of
+from models.geometry import dcnv3_grid_yx
+from models.scene_nets import SceneNet
 from tests.test_dcnv3 import bilinear
 from viz import backproject, capture, regular_grid
 

@@ -201,8 +201,8 @@ def test_signed_weights_are_drawn_as_such():
     import numpy as np
     import torch
 
+    from examples.dcn_families import randomise_offsets
     from models.scene_nets import SceneNet
-    from tests.family_standins import randomise_offsets
     from viz import capture
     from viz.figures import POINT_BLUE, POINT_RED, family_note, unit_points_figure
 

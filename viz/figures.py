@@ -202,6 +202,21 @@ def receptive_field_figure(
     )
 
 
+def levels_caption(pts: Points, method: str) -> str:
+    """What each level of a back-projection holds, in words that fit any depth and any groups."""
+    if pts.levels == 3 and pts.fanout == (9, 9, 9):  # the shipped models: the words of the paper's figure
+        return (
+            f"Level 1: the top layer's 9 samples; level 2: the 9 samples of the middle layer at each of those ({method} "
+            "method); level 3: the bottom layer's. Grey lines join each sample to its parent."
+        )
+    parts = [f"level 1: the top layer's {pts.fanout[0]} samples"]
+    for level in range(2, pts.levels + 1):
+        below = "the bottom layer" if level == pts.levels else f"layer {level} from the top"
+        parts.append(f"level {level}: {below}'s {pts.fanout[level - 1]} samples at each level-{level - 1} point")
+    groups = " (every group of the layer below: a sample reads all its channels)" if max(pts.fanout) > 9 else ""
+    return "; ".join(parts).capitalize() + f" ({method} method){groups}. Grey lines join each sample to its parent."
+
+
 def levels_figure(cap: Capture, unit: tuple[int, int] | None = None, method: str = BILINEAR) -> FigureSpec:
     """Figure 2: the 9, 81 and 729 points of one unit, level by level, parent-to-child lines."""
     unit = unit or centre_unit(cap)
@@ -234,19 +249,19 @@ def levels_figure(cap: Capture, unit: tuple[int, int] | None = None, method: str
     return FigureSpec(
         "levels",
         f"The recursion, level by level, for unit {unit} of the top layer",
-        f"Level 1: the top layer's 9 samples; level 2: the 9 samples of the middle layer at each of those ({method} method); "
-        "level 3: the bottom layer's. Grey lines join each sample to its parent.",
+        levels_caption(pts, method),
         panels,
         ncols=pts.levels,
     )
 
 
 def offset_field_figure(cap: Capture) -> FigureSpec:
-    """Figure 3: per deformable layer, the mean offset over the 9 taps at each unit."""
+    """Figure 3: per deformable layer, the mean offset over the 9 taps at each unit (over every
+    group's points for a grouped layer)."""
     panels = []
     for li, lc in enumerate(cap.layers):
         uy, ux = unit_pixels(cap, li)
-        off = lc.offsets_yx[0, 0].mean(dim=0)  # (2, Ho, Wo): mean over taps
+        off = lc.offsets_yx[0].mean(dim=(0, 1)) if lc.groups > 1 else lc.offsets_yx[0, 0].mean(dim=0)  # (2, Ho, Wo)
         dy, dx = off[0] * lc.pixel_stride[0], off[1] * lc.pixel_stride[1]
         mag = float(torch.hypot(dx, dy).mean())
         arrows = Layer(
@@ -262,7 +277,12 @@ def offset_field_figure(cap: Capture) -> FigureSpec:
     return FigureSpec(
         "offset_field",
         "Offset fields: where each layer shifts its filter, on average",
-        "Arrows: mean over the 9 taps of the learned offset at each unit, in input pixels, drawn from the unit's position.",
+        "Arrows: mean over the 9 taps of the learned offset at each unit, in input pixels, drawn from the unit's position."
+        + (
+            f" Grouped layers: the mean over all {cap.layers[-1].groups} groups' {cap.layers[-1].taps} points."
+            if cap.layers[-1].groups > 1
+            else ""
+        ),
         panels,
         ncols=len(panels),
     )
@@ -606,10 +626,11 @@ def unit_points_figure(
         layers = ([frame_layer(cap)] if grown else []) + [units_layer(cap), *drawn, unit_layer(pts, f"unit {unit}")]
         seg = segmentation_labels(cap.predictions[0]) if overlay and cap.logits.dim() == 4 else None
         panels.append(Panel(name, _img(cap), layers, extent=extent, labels=seg, label_colors=DIGIT_COLORS))
+    family = "" if all(lc.family == "torchvision" for lc in deform.layers) else f". {family_note(deform)}"
     return FigureSpec(
         "unit_points",
         f"Unit {unit}: where it samples",
-        f"{method} back-projection through {levels or len(deform.layers)} layers",
+        f"{method} back-projection through {levels or len(deform.layers)} layers{family}",
         panels,
         ncols=2,
     )

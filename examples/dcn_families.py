@@ -1,11 +1,18 @@
-"""Stand-ins for the DCN layers people train, written from their published forward passes (the
-toolkits themselves cannot be installed here): InternImage's DCNv3 block, FlashInternImage's
-DCNv4 block, mmcv's pack layers and detectron2's DeformBottleneckBlock.
+"""Small models built the way the DCN toolkits build theirs, written from their published
+forward passes (the toolkits themselves need not be installed): InternImage's DCNv3 block,
+FlashInternImage's DCNv4 block, mmcv's pack layers (mmdetection's DCN) and detectron2's
+DeformBottleneckBlock. The tests use them as stand-ins for the real ones; try them as "your own
+model" (untrained: their offset branches get random weights, so the samples move)::
+
+    python -m viz.export --model examples.dcn_families:intern_image --input-size 32 --in-channels 3 \
+        --mean 0 --std 1 --figure model_points --out out/
+    streamlit run app.py -- --model examples.dcn_families:flash_intern_image --input-size 32 --in-channels 3
+    python -c "import viz; print(viz.load_user_model('examples.dcn_families:mmdet_dcn').report())"
 
 Each samples with its own code, independent of ``models.dcnv3`` / ``models.dcnv4`` and of
 torchvision's op (mmcv and detectron2 run compiled ops of their own; here the pure-PyTorch
 ``models.deform_conv.deform_conv2d`` stands for them, which is not the op discovery watches).
-Class names differ from ours on purpose: discovery must recognise the structure, not the name.
+Class names differ from deformscope's on purpose: discovery recognises the structure, not the name.
 """
 
 from __future__ import annotations
@@ -332,3 +339,30 @@ def randomise_offsets(model: nn.Module, std: float = 0.3, seed: int = 0) -> nn.M
                 mod.weight.copy_(std * torch.randn(mod.weight.shape, generator=gen))
                 mod.bias.copy_(std * torch.randn(mod.bias.shape, generator=gen))
     return model
+
+
+# ---------------------------------------------------------------- factories (for --model)
+
+
+def intern_image() -> nn.Module:
+    """InternImage-style: RGB 32x32 (any multiple of 4), two DCNv3 blocks of 4 groups at stride 4."""
+    torch.manual_seed(0)
+    return randomise_offsets(TinyInternImage(c=16, depth=2), std=0.3).eval()
+
+
+def flash_intern_image() -> nn.Module:
+    """FlashInternImage-style: RGB 32x32, two DCNv4 blocks (tokens, 4 groups, depthwise offset conv)."""
+    torch.manual_seed(0)
+    return randomise_offsets(TinyFlashInternImage(c=16, depth=2, dw_kernel_size=3), std=0.3).eval()
+
+
+def mmdet_dcn() -> nn.Module:
+    """mmdetection-style: grey 28x28, three stacked ModulatedDeformConv2dPack-like layers."""
+    torch.manual_seed(0)
+    return randomise_offsets(MMDetNet(), std=0.3).eval()
+
+
+def detectron2_dcn() -> nn.Module:
+    """detectron2-style: grey 28x28, three DeformBottleneckBlocks (modulated)."""
+    torch.manual_seed(0)
+    return randomise_offsets(Detectron2Net(), std=0.3).eval()
