@@ -420,3 +420,94 @@ def test_support_views_recompute_each_family_exactly(key):
     att = point_attributions(pts, support, cap, 0)
     top_att = support.attributions[-1][0, :, :, unit[0], unit[1]].flatten()
     torch.testing.assert_close(att, top_att)  # level 1 reads the top layer's own samples, in order
+
+
+# ---------------------------------------------------------------- layouts from first principles
+
+
+class D2One(nn.Module):
+    """detectron2's way: a sibling conv computes offsets (and mask) and passes them as arguments."""
+
+    def __init__(self, c: int, groups: int) -> None:
+        super().__init__()
+        from examples.dcn_families import D2ModulatedDeformConv
+
+        self.conv2_offset = nn.Conv2d(c, 3 * groups * 9, 3, padding=1)
+        self.conv2 = D2ModulatedDeformConv(c, c, deformable_groups=groups)
+
+    def forward(self, x):
+        o_x, o_y, m = torch.chunk(self.conv2_offset(x), 3, dim=1)
+        return self.conv2(x, torch.cat((o_x, o_y), dim=1), m.sigmoid())
+
+    def sampling_layers(self):
+        return [describe("conv2", self.conv2)]
+
+
+def _unit_shift_model(family: str, groups: int, scale: float, remove_center: bool, g: int, p: int, axis: int):
+    """A one-layer model of ``family`` whose offset branch outputs exactly 1 on the channel of
+    group ``g``, point ``p``, ``axis`` (0: y, 1: x) and 0 elsewhere; the expected shift in pixels."""
+    c = 4 * groups
+    if family in ("dcnv3", "dcnv4"):
+        points = 9 - int(remove_center)
+        kw = dict(group=groups, offset_scale=scale, remove_center=remove_center)
+        layer = InternDCN(c, **kw) if family == "dcnv3" else FlashDCN(c, **kw)
+        branch = layer.offset if family == "dcnv3" else layer.offset_mask
+        nn.init.zeros_(branch.weight)
+        nn.init.zeros_(branch.bias)
+        with torch.no_grad():  # (dx, dy) pairs: x first
+            base = (g * points + p) * 2 if family == "dcnv3" else 3 * points * g + 2 * p
+            branch.bias[base + (1 - axis)] = 1.0
+            if family == "dcnv4":
+                branch.bias[3 * points * g + 2 * points : 3 * points * (g + 1)] = 1.0
+        return OneLayer(layer, "channels_last" if family == "dcnv3" else "tokens"), scale
+    # torchvision's layout (mmcv, detectron2): per tap (dy, dx)
+    if family == "mmcv":
+        model = OneLayer(PackedDeformConv(c, c, deform_groups=groups, modulated=True), "nchw")
+        branch = model.layer.conv_offset
+    else:
+        model = D2One(c, groups)
+        branch = model.conv2_offset
+    nn.init.zeros_(branch.weight)
+    nn.init.zeros_(branch.bias)
+    with torch.no_grad():
+        branch.bias[g * 18 + 2 * p + axis] = 1.0
+    return model, 1.0
+
+
+# torchvision's layout (mmcv, detectron2) has no offset_scale and no removed centre
+LAYOUT_CASES = [
+    (family, scale, remove_center)
+    for family in ("dcnv3", "dcnv4")
+    for scale, remove_center in ((0.5, False), (1.0, True), (2.0, False))
+] + [("mmcv", 1.0, False), ("detectron2", 1.0, False)]
+
+
+@pytest.mark.parametrize(("family", "scale", "remove_center"), LAYOUT_CASES)
+@pytest.mark.parametrize("axis", [0, 1])
+def test_a_unit_offset_moves_exactly_that_sample_along_its_axis(family, scale, remove_center, axis):
+    groups, g = 3, 2
+    points = 9 - int(remove_center)
+    p = points - 2  # a point off the centre, after the removed one where there is one
+    model, step = _unit_shift_model(family, groups, scale, remove_center, g, p, axis)
+    flat, _ = _unit_shift_model(family, groups, scale, remove_center, g, p, axis)
+    with torch.no_grad():  # the same layer with no shift at all
+        for name, param in flat.named_parameters():
+            if name.rsplit(".", 2)[-2] in ("offset", "offset_mask", "conv_offset", "conv2_offset"):
+                keep = param.clone()
+                param.zero_()
+                if "offset_mask" in name and name.endswith("bias"):  # DCNv4's weights stay 1
+                    w = keep.clone()
+                    per = w[: 3 * groups * points].view(groups, 3 * points)
+                    per[:, : 2 * points] = 0
+                    param.copy_(w)
+    images = torch.randn(1, 4 * groups, 5, 7)  # H != W
+    cap, ref = capture(model.eval(), images), capture(flat.eval(), images)
+    for unit in ((2, 3), (0, 6)):
+        moved = backproject(cap, unit, levels=1, method="bilinear")
+        still = backproject(ref, unit, levels=1, method="bilinear")
+        dy, dx = moved.y - still.y, moved.x - still.x
+        hit = (moved.group == g) & (moved.tap == p)
+        assert int(hit.sum()) == 1
+        want = torch.tensor([step, 0.0]) if axis == 0 else torch.tensor([0.0, step])
+        torch.testing.assert_close(torch.stack([dy[hit][0], dx[hit][0]]), want)
+        assert not dy[~hit].any() and not dx[~hit].any()
