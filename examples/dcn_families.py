@@ -332,6 +332,10 @@ def randomise_offsets(model: nn.Module, std: float = 0.3, seed: int = 0) -> nn.M
     """Give every offset/mask branch random weights (they start at zero, as published), so the
     samples move and the weights vary."""
     gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():  # InternImage's centre-feature blend, where a block has it
+        for name, param in model.named_parameters():
+            if name.endswith("center_feature_scale_proj_weight"):
+                param.copy_(std * torch.randn(param.shape, generator=gen))
     for name, mod in model.named_modules():
         last = name.rsplit(".", 1)[-1]
         if last in ("offset", "mask", "offset_mask", "conv_offset", "conv2_offset") and hasattr(mod, "weight"):

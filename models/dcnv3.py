@@ -151,7 +151,69 @@ class ToChannelsLast(nn.Module):
         return x.permute(0, 2, 3, 1)
 
 
-class DCNv3(nn.Module):
+def center_feature_blend(out: Tensor, value: Tensor, query: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """InternImage's ``center_feature_scale``: per unit and group ``a = sigmoid(query @ weight.T
+    + bias)`` blends the core's output with the projected value, ``out * (1 - a) + value * a``
+    (``a`` repeated over each group's channels). ``query``: DCNv3's ``x1``, DCNv4's core output."""
+    scale = torch.sigmoid(F.linear(query, weight, bias))  # (..., G)
+    scale = scale.repeat_interleave(out.shape[-1] // weight.shape[0], dim=-1)
+    return out * (1 - scale) + value * scale
+
+
+class GroupedBlock(nn.Module):
+    """What InternImage's DCNv3 and FlashInternImage's DCNv4 blocks share: their attributes (the
+    published names, which discovery reads) and the optional ``center_feature_scale``."""
+
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int,
+        stride: int,
+        pad: int,
+        dilation: int,
+        group: int,
+        offset_scale: float,
+        center_feature_scale: bool,
+        remove_center: bool,
+        dw_kernel_size: int | None,
+    ) -> None:
+        super().__init__()
+        if channels % group:
+            raise ValueError(f"channels ({channels}) must be divisible by group ({group})")
+        if remove_center and kernel_size % 2 == 0:
+            raise ValueError("remove_center needs an odd kernel size")
+        self.channels, self.kernel_size, self.dw_kernel_size = channels, kernel_size, dw_kernel_size
+        self.stride, self.pad, self.dilation = stride, pad, dilation
+        self.group, self.group_channels = group, channels // group
+        self.offset_scale = offset_scale
+        self.center_feature_scale = center_feature_scale
+        self.remove_center = int(remove_center)
+        if center_feature_scale:
+            self.center_feature_scale_proj_weight = nn.Parameter(torch.zeros(group, channels))
+            self.center_feature_scale_proj_bias = nn.Parameter(torch.zeros(group))
+
+    @property
+    def points(self) -> int:
+        """Sampling points per group."""
+        return self.kernel_size * self.kernel_size - self.remove_center
+
+    def blend(self, out: Tensor, value: Tensor, query: Tensor) -> Tensor:
+        """``center_feature_scale`` when the block has it, else ``out`` unchanged."""
+        if not self.center_feature_scale:
+            return out
+        return center_feature_blend(
+            out, value, query, self.center_feature_scale_proj_weight, self.center_feature_scale_proj_bias
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"channels={self.channels}, kernel_size={self.kernel_size}, stride={self.stride}, pad={self.pad}, "
+            f"dilation={self.dilation}, group={self.group}, offset_scale={self.offset_scale}, "
+            f"remove_center={bool(self.remove_center)}, dw_kernel_size={self.dw_kernel_size}"
+        )
+
+
+class DCNv3(GroupedBlock):
     """InternImage's DCNv3 block, pure PyTorch, channels-last ``(N, H, W, C)`` in and out.
 
     ``x = input_proj(input)``; ``x1 = dw_conv(input)`` (depthwise conv, LayerNorm, GELU);
@@ -176,19 +238,12 @@ class DCNv3(nn.Module):
         remove_center: bool = False,
         out_channels: int | None = None,
     ) -> None:
-        super().__init__()
-        if channels % group:
-            raise ValueError(f"channels ({channels}) must be divisible by group ({group})")
-        if remove_center and kernel_size % 2 == 0:
-            raise ValueError("remove_center needs an odd kernel size")
         dw_kernel_size = dw_kernel_size or kernel_size
-        self.channels, self.kernel_size, self.dw_kernel_size = channels, kernel_size, dw_kernel_size
-        self.stride, self.pad, self.dilation = stride, pad, dilation
-        self.group, self.group_channels = group, channels // group
-        self.offset_scale = offset_scale
-        self.center_feature_scale = center_feature_scale
-        self.remove_center = int(remove_center)
-        points = kernel_size * kernel_size - self.remove_center
+        super().__init__(
+            channels, kernel_size, stride, pad, dilation, group, offset_scale, center_feature_scale, remove_center,
+            dw_kernel_size,
+        )  # fmt: skip
+        points = self.points
         self.dw_conv = nn.Sequential(
             nn.Conv2d(channels, channels, dw_kernel_size, padding=(dw_kernel_size - 1) // 2, groups=channels),
             ToChannelsLast(),
@@ -199,9 +254,6 @@ class DCNv3(nn.Module):
         self.mask = nn.Linear(channels, group * points)
         self.input_proj = nn.Linear(channels, channels)
         self.output_proj = nn.Linear(channels, out_channels or channels)
-        if center_feature_scale:
-            self.center_feature_scale_proj_weight = nn.Parameter(torch.zeros(group, channels))
-            self.center_feature_scale_proj_bias = nn.Parameter(torch.zeros(group))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -225,18 +277,16 @@ class DCNv3(nn.Module):
             x, offset, mask, self.kernel_size, self.stride, self.pad, self.dilation, self.group,
             self.offset_scale, bool(self.remove_center),
         )  # fmt: skip
-        if self.center_feature_scale:
-            scale = torch.sigmoid(F.linear(x1, self.center_feature_scale_proj_weight, self.center_feature_scale_proj_bias))
-            scale = scale.repeat_interleave(self.group_channels, dim=-1)
-            x = x * (1 - scale) + x_proj * scale
-        return self.output_proj(x)
-
-    def extra_repr(self) -> str:
-        return (
-            f"channels={self.channels}, kernel_size={self.kernel_size}, stride={self.stride}, pad={self.pad}, "
-            f"dilation={self.dilation}, group={self.group}, offset_scale={self.offset_scale}, "
-            f"remove_center={bool(self.remove_center)}"
-        )
+        return self.output_proj(self.blend(x, x_proj, x1))
 
 
-__all__ = ["DCNv3", "ToChannelsLast", "dcnv3_core", "dcnv3_locations", "regular_sample", "sample_points"]
+__all__ = [
+    "DCNv3",
+    "GroupedBlock",
+    "ToChannelsLast",
+    "center_feature_blend",
+    "dcnv3_core",
+    "dcnv3_locations",
+    "regular_sample",
+    "sample_points",
+]

@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import math
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.dcnv3 import dcnv3_core
+from models.dcnv3 import GroupedBlock, dcnv3_core
 
 
 def offset_mask_channels(group: int, points: int) -> int:
@@ -64,7 +62,7 @@ def dcnv4_core(
     return dcnv3_core(value, offset, mask, kernel_size, stride, padding, dilation, group, offset_scale, remove_center)
 
 
-class DCNv4(nn.Module):
+class DCNv4(GroupedBlock):
     """FlashInternImage's DCNv4 block, pure PyTorch: tokens ``(N, L, C)`` and ``shape=(H, W)``.
 
     ``x = value_proj(input)``; ``offset_mask(input)`` (after ``offset_mask_dw`` when
@@ -89,19 +87,12 @@ class DCNv4(nn.Module):
         without_pointwise: bool = False,
         out_channels: int | None = None,
     ) -> None:
-        super().__init__()
-        if channels % group:
-            raise ValueError(f"channels ({channels}) must be divisible by group ({group})")
-        if remove_center and kernel_size % 2 == 0:
-            raise ValueError("remove_center needs an odd kernel size")
         if without_pointwise and out_channels not in (None, channels):
             raise ValueError("without_pointwise keeps the width: out_channels must equal channels")
-        self.channels, self.kernel_size, self.dw_kernel_size = channels, kernel_size, dw_kernel_size
-        self.stride, self.pad, self.dilation = stride, pad, dilation
-        self.group, self.group_channels = group, channels // group
-        self.offset_scale = offset_scale
-        self.center_feature_scale = center_feature_scale
-        self.remove_center = int(remove_center)
+        super().__init__(
+            channels, kernel_size, stride, pad, dilation, group, offset_scale, center_feature_scale, remove_center,
+            dw_kernel_size,
+        )  # fmt: skip
         self.without_pointwise = without_pointwise
         self.K = group * (kernel_size * kernel_size - self.remove_center)
         if dw_kernel_size is not None:
@@ -112,9 +103,6 @@ class DCNv4(nn.Module):
         if not without_pointwise:
             self.value_proj = nn.Linear(channels, channels)
             self.output_proj = nn.Linear(channels, out_channels or channels, bias=output_bias)
-        if center_feature_scale:
-            self.center_feature_scale_proj_weight = nn.Parameter(torch.zeros(group, channels))
-            self.center_feature_scale_proj_bias = nn.Parameter(torch.zeros(group))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -144,20 +132,9 @@ class DCNv4(nn.Module):
             x, offset_mask, self.kernel_size, self.stride, self.pad, self.dilation, self.group,
             self.offset_scale, bool(self.remove_center),
         )  # fmt: skip
-        if self.center_feature_scale:
-            scale = torch.sigmoid(F.linear(x, self.center_feature_scale_proj_weight, self.center_feature_scale_proj_bias))
-            x = x * (1 - scale.repeat_interleave(self.group_channels, dim=-1)) + x_proj * scale.repeat_interleave(
-                self.group_channels, dim=-1
-            )
-        x = x.reshape(n, length, -1)
+        x = self.blend(x, x_proj, x).reshape(n, length, -1)
         return self.output_proj(x) if not self.without_pointwise else x
 
-    def extra_repr(self) -> str:
-        return (
-            f"channels={self.channels}, kernel_size={self.kernel_size}, stride={self.stride}, pad={self.pad}, "
-            f"dilation={self.dilation}, group={self.group}, offset_scale={self.offset_scale}, "
-            f"remove_center={bool(self.remove_center)}, dw_kernel_size={self.dw_kernel_size}"
-        )
 
 
 __all__ = ["DCNv4", "dcnv4_core", "offset_mask_channels", "split_offset_mask"]

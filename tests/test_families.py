@@ -34,6 +34,7 @@ from viz import backproject, capture, regular_grid
 STANDINS = {
     "internimage": (lambda: TinyInternImage(), 32, 3, "dcnv3", 2, (4.0, 0.0)),
     "internimage-scaled": (lambda: TinyInternImage(offset_scale=2.0, remove_center=True), 64, 3, "dcnv3", 2, (4.0, 0.0)),
+    "internimage-cfs": (lambda: TinyInternImage(center_feature_scale=True), 32, 3, "dcnv3", 2, (4.0, 0.0)),
     "flashinternimage": (lambda: TinyFlashInternImage(dw_kernel_size=3), 32, 3, "dcnv4", 2, (4.0, 0.0)),
     "mmcv-modulated": (lambda: MMDetNet(), 28, 1, "mmcv", 3, (2.0, 0.5)),
     "mmcv-plain": (lambda: MMDetNet(modulated=False, deform_groups=2), 28, 1, "mmcv", 3, (2.0, 0.5)),
@@ -398,7 +399,7 @@ def test_family_of_needs_the_structure_not_the_name():
     assert family_of(nn.Linear(3, 3)) is None
 
 
-@pytest.mark.parametrize("key", ["internimage", "flashinternimage", "mmcv-modulated", "detectron2-plain"])
+@pytest.mark.parametrize("key", ["internimage-cfs", "flashinternimage", "mmcv-modulated", "detectron2-plain"])
 def test_support_views_recompute_each_family_exactly(key):
     """The ERF / effective-sampling-locations pass recomputes every layer from its record with
     gates of 1: the unit's response equals the norm of its feature in a plain forward pass, and

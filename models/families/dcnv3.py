@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from models.contract import ModuleOutput, SamplingLayer, SamplingRecord
-from models.dcnv3 import regular_sample, sample_points
+from models.dcnv3 import center_feature_blend, regular_sample, sample_points
 from models.families.common import record_locations
 from models.geometry import dcnv3_grid_yx
 
@@ -93,27 +93,33 @@ class ChannelsLastLayout:
         )
 
 
+def around_core(module: nn.Module, x: Tensor, core, query_grad: bool = True) -> Tensor:
+    """The published block around a sampling core: ``output_proj(blend(core(input_proj(x))))``,
+    ``x`` channels-last; ``core`` maps the projected value ``(N, H, W, C)`` to its samples. The
+    centre-feature blend's query (``dw_conv(x)``) is held constant when not ``query_grad``."""
+    v = module.input_proj(x)
+    out = core(v)
+    if getattr(module, "center_feature_scale", False):
+        with torch.set_grad_enabled(query_grad and torch.is_grad_enabled()):
+            x1 = module.dw_conv(x.permute(0, 3, 1, 2))
+        out = center_feature_blend(
+            out, v, x1, module.center_feature_scale_proj_weight, module.center_feature_scale_proj_bias
+        )
+    return module.output_proj(out)
+
+
 def regular_forward(module: nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Tensor:
     """The layer's regular twin, exactly (discovery's probe): the published block with zero
     offsets, every point weighing ``1/P`` and ``center_feature_scale`` held at its value."""
     p = layer_params(module)
     x = args[0]
     grid = dcnv3_grid_yx(p["k"], p["pad"], p["dil"], p["scale"], p["remove_center"], x.dtype)
-    v = module.input_proj(x)
     weights = torch.full((p["group"], grid.shape[0]), 1.0 / grid.shape[0])
     ho = (x.shape[1] + 2 * p["pad"] - p["dil"] * (p["k"] - 1) - 1) // p["stride"] + 1
     wo = (x.shape[2] + 2 * p["pad"] - p["dil"] * (p["k"] - 1) - 1) // p["stride"] + 1
-    out = regular_sample(v, grid, weights, p["stride"], (ho, wo))
-    if getattr(module, "center_feature_scale", False):
-        with torch.no_grad():
-            x1 = module.dw_conv(x.permute(0, 3, 1, 2))
-            scale = torch.sigmoid(
-                torch.nn.functional.linear(
-                    x1, module.center_feature_scale_proj_weight, module.center_feature_scale_proj_bias
-                )
-            ).repeat_interleave(out.shape[-1] // p["group"], dim=-1)
-        out = out * (1 - scale) + v * scale
-    return module.output_proj(out)
+    return around_core(
+        module, x, lambda v: regular_sample(v, grid, weights, p["stride"], (ho, wo)), query_grad=False
+    )
 
 
 def gated_forward(
@@ -121,28 +127,26 @@ def gated_forward(
 ) -> Tensor:
     """The layer recomputed from its record with every sample's weight times ``gate``
     ``(N, G, P, Ho, Wo)`` (``viz.support``): the published block around the core."""
-    x = args[0]
     p = layer_params(module)
-    grid = dcnv3_grid_yx(p["k"], p["pad"], p["dil"], p["scale"], p["remove_center"], record.offsets_yx.dtype)
-    v = module.input_proj(x)
+    locations = record_locations(record, grid_tensor(p, record.offsets_yx.dtype), (p["stride"], p["stride"]))
     weights = (record.weights * gate).permute(0, 3, 4, 1, 2)  # (N, Ho, Wo, G, P)
-    out = sample_points(v, record_locations(record, grid, (p["stride"], p["stride"])), weights)
-    if getattr(module, "center_feature_scale", False):
-        x1 = module.dw_conv(x.permute(0, 3, 1, 2))
-        scale = torch.sigmoid(
-            torch.nn.functional.linear(
-                x1, module.center_feature_scale_proj_weight, module.center_feature_scale_proj_bias
-            )
-        ).repeat_interleave(out.shape[-1] // p["group"], dim=-1)
-        out = out * (1 - scale) + v * scale
-    return module.output_proj(out)
+    return around_core(module, args[0], lambda v: sample_points(v, locations, weights))
 
 
-def describe(
-    name: str, module: nn.Module, pixel_stride: tuple[float, float], pixel_offset: tuple[float, float]
+def grid_tensor(p: Mapping[str, Any], dtype: torch.dtype) -> Tensor:
+    return dcnv3_grid_yx(p["k"], p["pad"], p["dil"], p["scale"], p["remove_center"], dtype)
+
+
+def grouped_layer(
+    name: str,
+    module: nn.Module,
+    pixel_stride: tuple[float, float],
+    pixel_offset: tuple[float, float],
+    decoder: Any,
+    **sources: Any,
 ) -> SamplingLayer:
+    """The contract's entry of a DCNv3/DCNv4 layer: its square geometry, scaled grid and sources."""
     p = layer_params(module)
-    grid = grid_of(p)
     return SamplingLayer(
         name=name,
         kernel_size=(p["k"], p["k"]),
@@ -152,8 +156,18 @@ def describe(
         pixel_stride=(float(pixel_stride[0]), float(pixel_stride[1])),
         pixel_offset=(float(pixel_offset[0]), float(pixel_offset[1])),
         module=module,
-        offset_source=ModuleOutput(module.offset),
-        mask_source=ModuleOutput(module.mask),
-        decoder=ChannelsLastLayout(p["group"], len(grid), p["scale"]),
-        grid=grid,
+        decoder=decoder,
+        grid=grid_of(p),
+        **sources,
     )
+
+
+def describe(
+    name: str, module: nn.Module, pixel_stride: tuple[float, float], pixel_offset: tuple[float, float]
+) -> SamplingLayer:
+    p = layer_params(module)
+    decoder = ChannelsLastLayout(p["group"], len(grid_of(p)), p["scale"])
+    return grouped_layer(
+        name, module, pixel_stride, pixel_offset, decoder,
+        offset_source=ModuleOutput(module.offset), mask_source=ModuleOutput(module.mask),
+    )  # fmt: skip

@@ -12,11 +12,10 @@ import torch
 from torch import Tensor, nn
 
 from models.contract import ForwardArgument, ModuleOutput, SamplingLayer, SamplingRecord
-from models.dcnv3 import regular_sample, sample_points
+from models.dcnv3 import center_feature_blend, regular_sample, sample_points
 from models.dcnv4 import split_offset_mask
 from models.families.common import record_locations
-from models.families.dcnv3 import grid_of, layer_params, offsets_yx_from
-from models.geometry import dcnv3_grid_yx
+from models.families.dcnv3 import grid_of, grid_tensor, grouped_layer, layer_params, offsets_yx_from
 
 NAME = "dcnv4"
 
@@ -75,26 +74,32 @@ class TokenLayout:
         )  # fmt: skip
 
 
+def around_core(module: nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any], core) -> Tensor:
+    """The published block around a sampling core: tokens in, ``value_proj``, the core on the
+    ``(N, H, W, C)`` map, the centre-feature blend (queried by the core's output), ``output_proj``."""
+    x = args[0]
+    n, length, _ = x.shape
+    h, w = _map_shape(args, kwargs)
+    pointwise = not getattr(module, "without_pointwise", False)
+    v = (module.value_proj(x) if pointwise else x).reshape(n, h, w, -1)
+    out = core(v)
+    if getattr(module, "center_feature_scale", False):
+        out = center_feature_blend(
+            out, v, out, module.center_feature_scale_proj_weight, module.center_feature_scale_proj_bias
+        )
+    out = out.reshape(n, length, -1)
+    return module.output_proj(out) if pointwise else out
+
+
 def regular_forward(module: nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Tensor:
     """The layer's regular twin, exactly (discovery's probe): the published block with zero
     offsets and every point weighing 1."""
     p = layer_params(module)
-    x = args[0]
-    n, length, _ = x.shape
-    h, w = _map_shape(args, kwargs)
-    grid = dcnv3_grid_yx(p["k"], p["pad"], p["dil"], p["scale"], p["remove_center"], x.dtype)
-    v = x if getattr(module, "without_pointwise", False) else module.value_proj(x)
-    v = v.reshape(n, h, w, -1)
-    out = regular_sample(v, grid, torch.ones(p["group"], grid.shape[0]), p["stride"], (h, w))
-    if getattr(module, "center_feature_scale", False):
-        scale = torch.sigmoid(
-            torch.nn.functional.linear(
-                out, module.center_feature_scale_proj_weight, module.center_feature_scale_proj_bias
-            )
-        ).repeat_interleave(out.shape[-1] // p["group"], dim=-1)
-        out = out * (1 - scale) + v * scale
-    out = out.reshape(n, length, -1)
-    return out if getattr(module, "without_pointwise", False) else module.output_proj(out)
+    grid = grid_tensor(p, args[0].dtype)
+    ones = torch.ones(p["group"], grid.shape[0])
+    return around_core(
+        module, args, kwargs, lambda v: regular_sample(v, grid, ones, p["stride"], tuple(v.shape[1:3]))
+    )
 
 
 def gated_forward(
@@ -102,43 +107,20 @@ def gated_forward(
 ) -> Tensor:
     """The layer recomputed from its record with every sample's weight times ``gate``
     ``(N, G, P, Ho, Wo)`` (``viz.support``): the published block around the core."""
-    x = args[0]
-    n, length, _ = x.shape
-    h, w = _map_shape(args, kwargs)
     p = layer_params(module)
-    grid = dcnv3_grid_yx(p["k"], p["pad"], p["dil"], p["scale"], p["remove_center"], record.offsets_yx.dtype)
-    pointwise = not getattr(module, "without_pointwise", False)
-    v = (module.value_proj(x) if pointwise else x).reshape(n, h, w, -1)
+    locations = record_locations(record, grid_tensor(p, record.offsets_yx.dtype), (p["stride"], p["stride"]))
     weights = (record.weights * gate).permute(0, 3, 4, 1, 2)
-    out = sample_points(v, record_locations(record, grid, (p["stride"], p["stride"])), weights)
-    if getattr(module, "center_feature_scale", False):
-        scale = torch.sigmoid(
-            torch.nn.functional.linear(
-                out, module.center_feature_scale_proj_weight, module.center_feature_scale_proj_bias
-            )
-        ).repeat_interleave(out.shape[-1] // p["group"], dim=-1)
-        out = out * (1 - scale) + v * scale
-    out = out.reshape(n, length, -1)
-    return module.output_proj(out) if pointwise else out
+    return around_core(module, args, kwargs, lambda v: sample_points(v, locations, weights))
 
 
 def describe(
     name: str, module: nn.Module, pixel_stride: tuple[float, float], pixel_offset: tuple[float, float]
 ) -> SamplingLayer:
     p = layer_params(module)
-    grid = grid_of(p)
-    return SamplingLayer(
-        name=name,
-        kernel_size=(p["k"], p["k"]),
-        stride=(p["stride"], p["stride"]),
-        padding=(p["pad"], p["pad"]),
-        dilation=(p["dil"], p["dil"]),
-        pixel_stride=(float(pixel_stride[0]), float(pixel_stride[1])),
-        pixel_offset=(float(pixel_offset[0]), float(pixel_offset[1])),
-        module=module,
+    decoder = TokenLayout(p["group"], len(grid_of(p)), p["scale"])
+    return grouped_layer(
+        name, module, pixel_stride, pixel_offset, decoder,
         offset_source=ModuleOutput(module.offset_mask),
         extra_sources=(("shape", ForwardArgument(module, 1, "shape")),),
-        decoder=TokenLayout(p["group"], len(grid), p["scale"]),
-        grid=grid,
         weighted=True,
-    )
+    )  # fmt: skip
