@@ -200,13 +200,24 @@ def _expand(
     )
 
 
+def _with_mask(field: Tensor, mask: Tensor | None) -> Tensor:
+    """Offsets and weights as one field, so that a step reads both in one gather."""
+    return field if mask is None else torch.cat([field, mask])
+
+
+def _split_mask(vals: Tensor, field: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """``(P, C)`` values read from :func:`_with_mask`'s field -> offsets, weights (or None)."""
+    c = field.shape[0]
+    return (vals, None) if mask is None else (vals[:, :c], vals[:, c:])
+
+
 def _step_nearest(
     f: Frontier, index: Tensor, layer: LayerCapture, field: Tensor, mask: Tensor | None, grid: Tensor
 ) -> Frontier:
     """Round each point to its nearest unit, read the offsets there; drop children whose own
     nearest unit is off the input map (they could not be read one level further down)."""
-    off, ry, rx, _ = read_nearest(field, f.y, f.x)
-    m = read_nearest(mask, f.y, f.x)[0] if mask is not None else None
+    vals, ry, rx, _ = read_nearest(_with_mask(field, mask), f.y, f.x)
+    off, m = _split_mask(vals, field, mask)
     child = _expand(f, index, layer, off, m, grid, (ry, rx))
     h, w = layer.in_size
     ny, nx = torch.floor(child.y + 0.5), torch.floor(child.x + 0.5)
@@ -218,8 +229,8 @@ def _step_bilinear(
 ) -> Frontier:
     """Interpolate the offsets at the fractional position; keep every child, flagging those that
     read only zero padding (and, through ``inside``, all their descendants)."""
-    off, _ = read_bilinear(field, f.y, f.x)
-    m = read_bilinear(mask, f.y, f.x)[0] if mask is not None else None
+    vals, _ = read_bilinear(_with_mask(field, mask), f.y, f.x)
+    off, m = _split_mask(vals, field, mask)
     child = _expand(f, index, layer, off, m, grid, (f.y, f.x))
     h, w = layer.in_size
     child.inside = child.inside & (child.y > -1) & (child.y < h) & (child.x > -1) & (child.x < w)
