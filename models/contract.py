@@ -50,6 +50,18 @@ from torch import Tensor, nn
 from models.deform_conv import DeformConv2d
 from models.geometry import pair
 
+#: Positions of the arguments of torchvision's op: ``torchvision::deform_conv2d(input, weight,
+#: offset, mask, bias, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, weight_groups,
+#: offset_groups, use_mask)``; written once, for capture, discovery and the support views.
+TORCHVISION_OP_ARGS = {
+    "input": 0, "weight": 1, "offset": 2, "mask": 3, "bias": 4, "groups": 11, "offset_groups": 12, "use_mask": 13,
+}  # fmt: skip
+
+
+def is_torchvision_deform_op(func: Any) -> bool:
+    """Whether ``func`` (as a torch function mode sees it) is torchvision's deform_conv2d op."""
+    return str(func).split(".")[:2] == ["torchvision", "deform_conv2d"]
+
 
 @dataclass(frozen=True, eq=False)
 class ModuleOutput:
@@ -348,6 +360,8 @@ def describe_layer(
 
 __all__ = [
     "TORCHVISION",
+    "TORCHVISION_OP_ARGS",
+    "is_torchvision_deform_op",
     "Decoder",
     "SamplingRecord",
     "TorchvisionLayout",

@@ -27,7 +27,16 @@ import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-from models.contract import ForwardArgument, LayerGeometry, ModuleOutput, OpArgument, SamplingLayer, Source
+from models.contract import (
+    TORCHVISION_OP_ARGS,
+    ForwardArgument,
+    LayerGeometry,
+    ModuleOutput,
+    OpArgument,
+    SamplingLayer,
+    Source,
+    is_torchvision_deform_op,
+)
 from models.runtime import model_device
 
 
@@ -182,16 +191,6 @@ def _hooked(module: nn.Module, fn: Any):
         handle.remove()
 
 
-#: Positions of the op's arguments: ``torchvision::deform_conv2d(input, weight, offset, mask,
-#: bias, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, weight_groups, offset_groups, use_mask)``.
-OP_ARGS = {"input": 0, "weight": 1, "offset": 2, "mask": 3, "use_mask": 13}
-
-
-def is_deform_op(func: Any) -> bool:
-    """Whether ``func`` (as seen by a torch function mode) is torchvision's deform_conv2d op."""
-    return str(func).split(".")[:2] == ["torchvision", "deform_conv2d"]
-
-
 class _OpTap(TorchFunctionMode):
     """Records the offset / mask a torchvision ``deform_conv2d`` op call receives, for the
     layer whose forward is innermost. Torch function modes are per thread, so only this
@@ -204,11 +203,11 @@ class _OpTap(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         rec = self.recorder
-        if rec.op_frames and is_deform_op(func):
+        if rec.op_frames and is_torchvision_deform_op(func):
             i = rec.op_frames[-1]
             for name in rec.op_names[i]:
-                value = args[OP_ARGS[name]]
-                if name == "mask" and not args[OP_ARGS["use_mask"]]:
+                value = args[TORCHVISION_OP_ARGS[name]]
+                if name == "mask" and not args[TORCHVISION_OP_ARGS["use_mask"]]:
                     value = None  # torchvision passes a dummy mask when none is given
                 rec.put((i, name), value)
         return func(*args, **kwargs)
@@ -228,7 +227,7 @@ def _op_frame(stack: ExitStack, recorder: _Recorder, i: int, what: str, src: OpA
 
         for handle in (src.module.register_forward_pre_hook(enter), src.module.register_forward_hook(leave)):
             stack.callback(handle.remove)
-    if src.name not in OP_ARGS:
+    if src.name not in TORCHVISION_OP_ARGS:
         raise ValueError(f"OpArgument name must be 'offset' or 'mask', got {src.name!r}")
     recorder.op_names[i].add(src.name)
 

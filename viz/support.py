@@ -33,12 +33,12 @@ import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-from models.contract import ForwardArgument, ModuleOutput, SamplingLayer
+from models.contract import TORCHVISION_OP_ARGS, ForwardArgument, ModuleOutput, SamplingLayer, is_torchvision_deform_op
 from models.deform_conv import DeformConv2d, deform_conv2d
 from models.families import family_of
 from models.runtime import model_device
 from viz.backproject import Points
-from viz.capture import OP_ARGS, Capture, capture, is_deform_op, sampling_layers_of
+from viz.capture import Capture, capture, sampling_layers_of
 from viz.geometry import read_bilinear, read_nearest
 
 _ACTIVE: ContextVar[object | None] = ContextVar("deformscope_support", default=None)
@@ -91,15 +91,15 @@ class _GateOps(TorchFunctionMode):
         self.run, self.layers = run, layers
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        if self.run.op_frames and is_deform_op(func):
+        if self.run.op_frames and is_torchvision_deform_op(func):
             i = self.run.op_frames[-1]
             a = list(args)
-            offsets = a[OP_ARGS["offset"]]
+            offsets = a[TORCHVISION_OP_ARGS["offset"]]
             gate = _gate_like(offsets, self.layers[i].taps)
             self.run.gates[i] = gate
-            mask = a[OP_ARGS["mask"]] if a[OP_ARGS["use_mask"]] else None
-            a[OP_ARGS["mask"]] = gate if mask is None else mask * gate
-            a[OP_ARGS["use_mask"]] = True
+            mask = a[TORCHVISION_OP_ARGS["mask"]] if a[TORCHVISION_OP_ARGS["use_mask"]] else None
+            a[TORCHVISION_OP_ARGS["mask"]] = gate if mask is None else mask * gate
+            a[TORCHVISION_OP_ARGS["use_mask"]] = True
             args = tuple(a)
         return func(*args, **(kwargs or {}))
 
