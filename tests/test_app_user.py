@@ -98,3 +98,17 @@ def test_an_internimage_style_model_shows_its_groups_and_family(monkeypatch):
     for view in VIEWS[1:]:
         at.radio(key="user_view").set_value(view).run()
         assert not at.exception, [e.message for e in at.exception]
+
+
+def test_a_user_package_called_models_opens_in_the_app(monkeypatch, tmp_path):
+    from tests.test_user_code import BLOCKS, NET
+
+    pkg = tmp_path / "models"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "blocks.py").write_text(BLOCKS)
+    (pkg / "net.py").write_text(NET)
+    at = _run(monkeypatch, ["--model", f"{pkg / 'net.py'}:build"])
+    assert at.radio(key="mode").value == "Your model"
+    assert "blocks.2.conv" in at.code[0].value
+    assert "Unit (7, 7): 729 sampling points" in _captions(at)

@@ -11,20 +11,28 @@ deformable layers (``models.discovery``); everything above then works on it. Coo
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-import torch
-from torch import nn
+# Run from a folder of your own (``python -m viz.export`` puts it first on the path), a package of
+# yours called ``models`` would be imported in place of deformscope's: deformscope's folder goes
+# first, and your code is imported apart (``models.discovery.user_code``).
+_OWN_ROOT = str(Path(__file__).resolve().parent.parent)
+if "models" not in sys.modules and sys.path[:1] != [_OWN_ROOT]:
+    sys.path.insert(0, _OWN_ROOT)
 
-from models.checkpoint import CHECKPOINT_DIR as SHIPPED_DIR
-from models.checkpoint import CheckpointError, load_checkpoint
-from models.runtime import resolve_device
-from viz.backproject import Points, backproject, regular_grid
-from viz.capture import Capture, LayerCapture, capture
-from viz.geometry import METHODS
-from viz.preprocess import PreprocessError, preprocess, preprocess_scene
-from viz.stats import dilation_summary, effective_dilation, layer_points, on_digit_units, sampling_density
-from viz.user_model import load_user_model, prepare_for
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from models.checkpoint import CHECKPOINT_DIR as SHIPPED_DIR  # noqa: E402
+from models.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
+from models.runtime import resolve_device  # noqa: E402
+from viz.backproject import Points, backproject, regular_grid  # noqa: E402
+from viz.capture import Capture, LayerCapture, capture  # noqa: E402
+from viz.geometry import METHODS  # noqa: E402
+from viz.preprocess import PreprocessError, preprocess, preprocess_scene  # noqa: E402
+from viz.stats import dilation_summary, effective_dilation, layer_points, on_digit_units, sampling_density  # noqa: E402
+from viz.user_model import load_user_model, prepare_for  # noqa: E402
 
 CHECKPOINT_DIR = SHIPPED_DIR  # a module attribute, so tests and users can point it elsewhere
 

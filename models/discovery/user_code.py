@@ -3,23 +3,102 @@
 from __future__ import annotations
 
 import importlib
+import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import torch
 from torch import nn
 
 from models.discovery.errors import DiscoveryError
 
+#: deformscope's own top-level packages: user code under one of these names is imported apart.
+OWN_PACKAGES = ("models", "viz", "examples")
+_OWN_ROOT = Path(__file__).resolve().parents[2]  # the folder that holds deformscope's packages
+_IMPORT_LOCK = threading.Lock()
+
+
+def _module_from_file(path: Path) -> tuple[str, Path]:
+    """A ``.py`` file -> its dotted module name and the folder to import it from: the file's
+    package chain (folders with ``__init__.py``) is kept, so ``a/models/net.py`` in a package
+    ``models`` is ``models.net``, imported from ``a``."""
+    path = path.resolve()
+    parts = [path.stem]
+    folder = path.parent
+    while (folder / "__init__.py").is_file():
+        parts.insert(0, folder.name)
+        folder = folder.parent
+    return ".".join(parts), folder
+
+
+def _user_root(top: str) -> Path | None:
+    """Where a user's package ``top`` that shares a name with one of ours lives: the first folder
+    on the import path (the current one first) holding it that is not deformscope's own."""
+    for entry in ["", *sys.path]:
+        folder = Path(entry or ".").resolve()
+        if folder == _OWN_ROOT:
+            continue
+        if (folder / top).is_dir() or (folder / f"{top}.py").is_file():
+            return folder
+    return None
+
+
+def _import_apart(module_name: str, root: Path) -> ModuleType:
+    """Import a user's module whose top-level name is one of deformscope's own (``models`` is
+    common in research code): for the import only, deformscope's modules of that name step out
+    of ``sys.modules`` and ``root`` goes first on the path, so the user's code and its own
+    ``import models.x`` find the user's package; then deformscope's come back, and the user's
+    stay reachable as ``deformscope_user.<name>``. Limit: user code that imports a module of
+    that name later, at call time (a function-level import, ``importlib.import_module``), gets
+    deformscope's; imports at the top of the user's modules, the usual kind, are unaffected."""
+    top = module_name.split(".")[0]
+    with _IMPORT_LOCK:
+        ours = {k: v for k, v in sys.modules.items() if k == top or k.startswith(top + ".")}
+        for k in ours:
+            del sys.modules[k]
+        sys.path.insert(0, str(root))
+        importlib.invalidate_caches()
+        try:
+            return importlib.import_module(module_name)
+        finally:
+            sys.path.remove(str(root))
+            theirs = {k: v for k, v in sys.modules.items() if k == top or k.startswith(top + ".")}
+            for k, v in theirs.items():
+                del sys.modules[k]
+                sys.modules[f"deformscope_user.{k}"] = v
+            sys.modules.update(ours)
+
 
 def import_factory(spec: str) -> Callable[[], nn.Module]:
-    """``"package.module:factory"`` -> the callable. Imports user code: call only with a spec the
-    user typed (command line), never with one from an upload or a file."""
-    module_name, sep, attr = spec.partition(":")
+    """``"package.module:factory"`` or ``"path/to/file.py:factory"`` -> the callable. Imports user
+    code: call only with a spec the user typed (command line), never with one from an upload or a
+    file. A user package named like one of deformscope's own (``models``, ``viz``, ``examples``)
+    is imported apart from it (:func:`_import_apart`)."""
+    module_name, sep, attr = spec.rpartition(":")
     if not sep or not module_name or not attr:
-        raise DiscoveryError(f"--model must look like package.module:factory, got {spec!r}")
+        raise DiscoveryError(f"--model must look like package.module:factory or path/to/file.py:factory, got {spec!r}")
+    root: Path | None = None
+    if module_name.endswith(".py") or "/" in module_name or "\\" in module_name:
+        path = Path(module_name)
+        if not path.is_file():
+            raise DiscoveryError(f"--model: no Python file at {module_name!r}")
+        module_name, root = _module_from_file(path)
+    top = module_name.split(".")[0]
+    if top in OWN_PACKAGES and root is None:
+        root = _user_root(top)
     try:
-        module = importlib.import_module(module_name)
+        if root is not None and (top in OWN_PACKAGES or module_name in sys.modules):
+            module = _import_apart(module_name, root)
+        elif root is not None:
+            sys.path.insert(0, str(root))
+            try:
+                module = importlib.import_module(module_name)
+            finally:
+                sys.path.remove(str(root))
+        else:
+            module = importlib.import_module(module_name)
     except ImportError as exc:
         raise DiscoveryError(f"cannot import {module_name!r} ({exc}); is it on PYTHONPATH?") from None
     factory = module
