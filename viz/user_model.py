@@ -124,7 +124,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--model",
         metavar="PACKAGE.MODULE:FACTORY",
-        help="a callable returning your nn.Module (imported: only code you name here runs)",
+        help="a callable returning your nn.Module, as package.module:factory (run from its folder) or "
+        "path/to/file.py:factory; a package of yours called models works too (imported: only code you name "
+        "here runs)",
     )
     g.add_argument("--weights", help="its state dict (.pt), read with weights_only=True; default: as built")
     g.add_argument(
