@@ -260,9 +260,10 @@ def unit_panel(
     dil_r = float(viz.effective_dilation(a.regular)[unit])
     paths = path_count(a.deform, levels, group)
     st.caption(
-        f"Unit {unit} lies on {where}: {paths} sampling paths at level {levels} ({method} method); "
+        f"Unit {unit} lies on {where}: {paths} sampling points at level {levels} ({method} method); "
         f"effective dilation of its top-layer filter {dil_d:.1f} px (regular twin {dil_r:.1f} px). "
-        f"{family_note(a.deform)} Click any unit to move it. Colours: the model's predicted digit classes."
+        + ("" if a.deform.top.family == "torchvision" else f"{family_note(a.deform)} ")
+        + "Click any unit to move it. Colours: the model's predicted digit classes."
     )
 
 

@@ -125,7 +125,8 @@ def page(model: DiscoveredModel, levels: int, method: str) -> None:
                 pts = viz.backproject(cap, unit, levels=levels, method=method, group=group)
                 st.caption(
                     f"Unit {unit}: {count_note(pts)}. Left your model, right the same layers with offsets zero. "
-                    f"{family_note(cap)} Click a unit to move it."
+                    + ("" if cap.top.family == "torchvision" else f"{family_note(cap)} ")
+                    + "Click a unit to move it."
                 )
         with tab_levels:
             if tab_levels.open:

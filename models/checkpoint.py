@@ -21,7 +21,9 @@ from models.nets import ALL_ARCHS, MnistNet
 from models.runtime import atomic_write
 
 #: Where the shipped checkpoints live; ``name`` means ``CHECKPOINT_DIR / f"{name}.pt"``.
-CHECKPOINT_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
+# checkpoints/ beside the packages in a checkout; models/checkpoints/ once installed (pyproject.toml)
+_CHECKOUT_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
+CHECKPOINT_DIR = _CHECKOUT_DIR if _CHECKOUT_DIR.is_dir() else Path(__file__).resolve().parent / "checkpoints"
 FORMAT = "deformscope-checkpoint"
 VERSION = 1
 
