@@ -391,3 +391,8 @@ def render(spec: FigureSpec, out_dir: Path, fmt: str = "png") -> Path:
     if fmt == "html":
         return render_html(spec, path)
     return render_matplotlib(spec, path, fmt)
+
+
+def plotly_widget(fig: go.Figure) -> go.FigureWidget:
+    """A live Plotly widget of a figure (Jupyter; needs anywidget), for ``viz.notebook``."""
+    return go.FigureWidget(fig)
