@@ -112,3 +112,18 @@ def test_a_user_package_called_models_opens_in_the_app(monkeypatch, tmp_path):
     assert at.radio(key="mode").value == "Your model"
     assert "blocks.2.conv" in at.code[0].value
     assert "Unit (7, 7): 729 sampling points" in _captions(at)
+
+
+def test_a_user_package_called_models_opens_by_name_from_its_folder(monkeypatch, tmp_path):
+    from tests.test_user_code import BLOCKS, NET
+
+    pkg = tmp_path / "models"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "blocks.py").write_text(BLOCKS)
+    (pkg / "net.py").write_text(NET)
+    monkeypatch.chdir(tmp_path)
+    at = _run(monkeypatch, ["--model", "models.net:build"])
+    assert "blocks.2.conv" in at.code[0].value
+    assert "Unit (7, 7): 729 sampling points" in _captions(at)
+    assert type(viz.load("scene_deform")).__name__ == "SceneNet"  # deformscope's own, same process
