@@ -27,20 +27,17 @@ from models.runtime import add_device_argument, describe_device, resolve_device
 from viz.figures import (
     GRID_GREY,
     POINT_RED,
-    VIEWS,
     count_note,
     density_figure,
     dilation_figure,
     levels_figure,
     offset_field_figure,
     probabilities_figure,
-    unit_points_figure,
-    unit_view_figure,
 )
 from viz.render import plotly_figure
 from viz.samples import load_samples
-from viz.support import view_data
 from viz.user_model import add_model_arguments, model_from_args
+from viz.views import VIEWS, get_view
 
 st.set_page_config(page_title="deformscope", layout="wide")
 new_full_run()
@@ -315,24 +312,22 @@ def unit_views(analysis: ia.Analysis, deform_model, regular_model, levels: int, 
             )
 
             def points_figure():
-                if view == VIEWS[0]:
-                    spec = unit_points_figure(analysis.deform, analysis.regular, unit, levels, method)
-                else:
-                    entries = [
-                        {**view_data(m, c, unit, view, method), "title": n}
-                        for m, c, n in (
-                            (deform_model, analysis.deform, "deformable"),
-                            (regular_model, analysis.regular, "regular twin"),
-                        )
-                    ]
-                    spec = unit_view_figure(view, entries, unit)
-                return plotly_figure(spec, interactive=True, height=520)
+                shown = get_view(view)
+                entries = [
+                    {**shown.compute(m, c, unit, method, levels), "title": n}
+                    for m, c, n in (
+                        (deform_model, analysis.deform, "deformable"),
+                        (regular_model, analysis.regular, "regular twin"),
+                    )
+                ]
+                # the points drawn are the points counted: computed once, for both
+                note = count_note(entries[0]["pts"]) if shown.draws_points else shown.plain(entries[0]).rstrip(".")
+                return plotly_figure(shown.figure(entries, unit), interactive=True, height=520), note
 
-            fig = memo("points", (unit, levels, method, view), points_figure)
+            fig, note = memo("points", (unit, levels, method, view), points_figure)
             unit_chart(fig, "points_chart", "last_click", UNIT.set)
             unit_sliders(UNIT, unit, analysis.deform.top.out_size)
-            pts = viz.backproject(analysis.deform, unit, levels=levels, method=method)
-            st.caption(f"Unit {unit}: {count_note(pts)}. Left the deformable model, right its regular twin.")
+            st.caption(f"Unit {unit}: {note}. Left the deformable model, right its regular twin.")
             if analysis.deform.top.modulated:
                 st.caption(
                     "DCNv2: a point's opacity is its modulation weight (the product of the masks along its path)."

@@ -22,19 +22,16 @@ from models.catalog import TWINS
 from models.scenes import BACKGROUND, rescale_digit, size_class
 from viz.backproject import path_count
 from viz.figures import (
-    VIEWS,
     family_note,
     roi_figure,
     scene_receptive_field_figure,
-    unit_points_figure,
-    unit_view_figure,
 )
 from viz.preprocess import SCENE_SIZE, preprocess_scene
 from viz.render import plotly_figure
 from viz.roi import roi_bins
 from viz.samples import load_scene_samples
 from viz.scene_stats import ink_boxes, pick_units, unit_digits
-from viz.support import view_data
+from viz.views import VIEWS, get_view
 
 SCENE_MODELS = {name: desc for name, (_, desc) in TWINS.items() if name.startswith("scene_")}
 CANVAS_SIDE = 256  # the drawing canvas: 4 screen pixels per scene pixel
@@ -171,16 +168,22 @@ def _set_unit(unit: tuple[int, int]) -> None:
     st.session_state["scene_unit"] = unit
 
 
-def views(a, models: tuple[nn.Module, nn.Module], names: tuple[str, str], unit, view: str, method: str) -> list[dict]:
-    """DCNv2's view data of a unit for both models, kept per analysis (a few per session)."""
+def views(
+    a, models: tuple[nn.Module, nn.Module], names: tuple[str, str], unit, view: str, method: str, levels: int,
+    group: int | None,
+) -> list[dict]:
+    """A view's results for a unit of both models, kept per analysis (a few per session): the
+    points view's points are computed here once, drawn and counted from here."""
     store = st.session_state.setdefault("scene_views", {})
-    key = (a.key, unit, view, method)
+    key = (a.key, unit, view, method, levels, group)
     if key not in store:
         if len(store) >= MAX_ANALYSES:
             store.clear()
+        shown = get_view(view)
         caps = (a.deform, a.regular)
         store[key] = [
-            {**view_data(m, c, unit, view, method), "title": n} for m, c, n in zip(models, caps, names, strict=True)
+            {**shown.compute(m, c, unit, method, levels, group), "title": n}
+            for m, c, n in zip(models, caps, names, strict=True)
         ]
     return store[key]
 
@@ -241,13 +244,10 @@ def unit_panel(
         help="Where the layers sample, or what the unit really uses (DCNv2's views): the gradient of its response "
         "per pixel, its samples weighted by gradient x value, the smallest region that keeps its response.",
     )
-    group = group_choice(a.deform.top.groups, "scene_group") if view == VIEWS[0] else None
-    if view == VIEWS[0]:
-        spec = unit_points_figure(
-            a.deform, a.regular, unit, levels, method, overlay, names=(name, f"{twin} (twin)"), group=group
-        )
-    else:
-        spec = unit_view_figure(view, views(a, (deform, regular), (name, f"{twin} (twin)"), unit, view, method), unit)
+    shown = get_view(view)
+    group = group_choice(a.deform.top.groups, "scene_group") if shown.draws_points else None
+    entries = views(a, (deform, regular), (name, f"{twin} (twin)"), unit, view, method, levels, group)
+    spec = shown.figure(entries, unit, overlay=overlay)
     fig = plotly_figure(spec, interactive=True)
     unit_chart(fig, "scene_chart", "scene_last_click", _set_unit)
     d = unit_digits(a.deform, inp.boxes)[unit]
@@ -258,9 +258,14 @@ def unit_panel(
     )
     dil_d = float(viz.effective_dilation(a.deform)[unit])
     dil_r = float(viz.effective_dilation(a.regular)[unit])
-    paths = path_count(a.deform, levels, group)
+    # what is said is what is shown: the points view counts its points, the other views say what they found
+    what = (
+        f"{path_count(a.deform, levels, group)} sampling points at level {levels} ({method} method); "
+        if shown.draws_points
+        else f"{shown.plain(entries[0]).rstrip('.')}; "
+    )
     st.caption(
-        f"Unit {unit} lies on {where}: {paths} sampling points at level {levels} ({method} method); "
+        f"Unit {unit} lies on {where}: {what}"
         f"effective dilation of its top-layer filter {dil_d:.1f} px (regular twin {dil_r:.1f} px). "
         + ("" if a.deform.top.family == "torchvision" else f"{family_note(a.deform)} ")
         + "Click any unit to move it. Colours: the model's predicted digit classes."

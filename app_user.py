@@ -19,17 +19,14 @@ import viz
 from app_unit import group_choice, unit_chart, unit_sliders
 from models.discovery import DiscoveredModel
 from viz.figures import (
-    VIEWS,
     count_note,
     family_note,
     levels_figure,
     offset_field_figure,
-    unit_points_figure,
-    unit_view_figure,
 )
 from viz.render import plotly_figure
 from viz.samples import load_samples
-from viz.support import view_data
+from viz.views import VIEWS, get_view
 
 NAMES = ("your model", "same layers, offsets zero")
 
@@ -109,22 +106,26 @@ def page(model: DiscoveredModel, levels: int, method: str) -> None:
                     key="user_view",
                     help="Where the layers sample, or what the unit really uses (DCNv2's views).",
                 )
-                group = group_choice(cap.top.groups, "user_group") if view == VIEWS[0] else None
-                if view == VIEWS[0]:
-                    spec = unit_points_figure(cap, flat, unit, levels, method, overlay=False, names=NAMES, group=group)
-                else:
-                    store = st.session_state.setdefault("user_views", {})
-                    vkey = (key, unit, view, method)
-                    if vkey not in store:
-                        store.clear()  # one at a time per session: memory stays bounded
-                        store[vkey] = [{**view_data(model, cap, unit, view, method), "title": NAMES[0]}]
-                    spec = unit_view_figure(view, store[vkey], unit)
-                fig = plotly_figure(spec, interactive=True, height=520)
+                shown = get_view(view)
+                group = group_choice(cap.top.groups, "user_group") if shown.draws_points else None
+                store = st.session_state.setdefault("user_views", {})
+                vkey = (key, unit, view, method, levels, group)
+                if vkey not in store:
+                    store.clear()  # one at a time per session: memory stays bounded
+                    # the points view also shows the same layers with offsets zero (no model needed there)
+                    pairs = [(model, cap, NAMES[0])] + ([(None, flat, NAMES[1])] if shown.draws_points else [])
+                    store[vkey] = [{**shown.compute(m, c, unit, method, levels, group), "title": n} for m, c, n in pairs]
+                entries = store[vkey]
+                fig = plotly_figure(shown.figure(entries, unit, overlay=False), interactive=True, height=520)
                 unit_chart(fig, "user_points_chart", "user_last_click", UNIT.set)
                 unit_sliders(UNIT, unit, (ho, wo))
-                pts = viz.backproject(cap, unit, levels=levels, method=method, group=group)
+                said = (
+                    f"{count_note(entries[0]['pts'])}. Left your model, right the same layers with offsets zero"
+                    if shown.draws_points
+                    else shown.plain(entries[0]).rstrip(".")
+                )
                 st.caption(
-                    f"Unit {unit}: {count_note(pts)}. Left your model, right the same layers with offsets zero. "
+                    f"Unit {unit}: {said}. "
                     + ("" if cap.top.family == "torchvision" else f"{family_note(cap)} ")
                     + "Click a unit to move it."
                 )

@@ -189,7 +189,7 @@ def test_switching_checkpoint_keeps_the_unit():
 def test_digit_mode_views_of_a_unit():
     import json
 
-    from viz.figures import VIEWS
+    from viz.views import VIEWS
 
     at = _run()
     at.radio(key="digit_view").set_value(VIEWS[1]).run()
@@ -219,7 +219,7 @@ def test_switching_input_source_and_back_keeps_the_drawing():
 
 
 def test_only_the_open_tab_runs_and_choices_survive_a_tab_switch():
-    from viz.figures import VIEWS
+    from viz.views import VIEWS
 
     at = _run()
     at.slider(key="unit_row").set_value(4).run()

@@ -122,7 +122,7 @@ def _chart_titles(at: AppTest) -> str:
 
 
 def test_every_view_of_a_unit_shows_for_both_models():
-    from viz.figures import VIEWS
+    from viz.views import VIEWS
 
     at = _run()
     for view, short in zip(VIEWS[1:], ("ERF, 90% on", ": ESL, ", ": saliency "), strict=True):

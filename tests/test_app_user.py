@@ -9,8 +9,8 @@ from streamlit.testing.v1 import AppTest
 
 import viz
 from tests.conftest import REPO
-from viz.figures import VIEWS
 from viz.samples import load_samples
+from viz.views import VIEWS
 
 APP = str(REPO / "app.py")
 EXAMPLE = ["--model", "examples.dcn_resnet:dcn_resnet", "--weights", str(REPO / "examples" / "dcn_resnet_digits.pt")]

@@ -44,15 +44,14 @@ from viz.figures import (
     receptive_field_figure,
     roi_figure,
     scene_receptive_field_figure,
-    support_figure,
     unit_points_figure,
 )
 from viz.render import FORMATS, render
 from viz.roi import roi_bins
 from viz.samples import load_samples, load_scene_samples
 from viz.scene_stats import pick_units
-from viz.support import point_attributions, saliency_region, unit_support
 from viz.user_model import add_model_arguments, model_from_args, prepare_for
+from viz.views import SUPPORT_VIEWS, EffectiveReceptiveField, support_figure
 
 SCENE_FIGURES = ("scene_receptive_field", "scene_dilation", "scene_support", "roi_bins")
 DIGIT_FIGURES = ("receptive_field", "levels", "offset_field", "adaptation", "modulation")
@@ -151,19 +150,11 @@ def scene_builders(args: argparse.Namespace) -> dict[str, Callable[[], FigureSpe
                 unit = picks.get(what)
                 if unit is None:
                     continue
-                sup = unit_support(model, scenes.images[i], unit)
-                pts = viz.backproject(cap, unit)
-                rows.append(
-                    {
-                        "title": f"{name}, {what}",
-                        "cap": cap,
-                        "unit": unit,
-                        "support": sup,
-                        "region": saliency_region(model, scenes.images[i], unit),
-                        "pts": pts,
-                        "attributions": point_attributions(pts, sup, cap),
-                    }
-                )
+                row = {"title": f"{name}, {what}", "unit": unit}
+                for view in SUPPORT_VIEWS:  # the ERF reads the support that the ESL computed
+                    if "support" not in row or not isinstance(view, EffectiveReceptiveField):
+                        row.update(view.compute(model, cap, unit))
+                rows.append(row)
         return replace(support_figure(rows), name="scene_support")
 
     def roi() -> FigureSpec:

@@ -601,16 +601,21 @@ def unit_points_figure(
     overlay: bool = True,
     names: tuple[str, str] = ("deformable", "regular twin"),
     group: int | None = None,
+    points: tuple[Points, Points] | None = None,
 ) -> FigureSpec:
     """The app's main view: the chosen unit's back-projected points for the deformable model
     and, beside it, its regular twin (coincident samples merged, sized by count); clickable
     units; for dense models the predicted segmentation as a colour overlay. Axes grow to show
     every point; the image frame is outlined then. ``group``: keep one group of a grouped top
-    layer (DCNv3/DCNv4); the twin always shows its lattice."""
+    layer (DCNv3/DCNv4); the twin always shows its lattice. ``points``: the two models' points,
+    already back-projected (``viz.views``' sampling-points view), instead of computing them."""
     panels = []
-    for cap, name in ((deform, names[0]), (regular, names[1])):
+    for k, (cap, name) in enumerate(((deform, names[0]), (regular, names[1]))):
         grouped = group if cap.top.groups > 1 else None
-        pts = backproject(cap, unit, levels=levels, method=method, group=grouped)
+        if points is not None:
+            pts = points[k]
+        else:
+            pts = backproject(cap, unit, levels=levels, method=method, group=grouped)
         lvl = pts.levels
         n = pts.count(level=lvl)
         if cap.top.deformable and all(lc.family == "torchvision" for lc in cap.layers):
@@ -638,7 +643,6 @@ def unit_points_figure(
 
 # ---------------------------------------------------------------- what a unit really uses
 
-VIEWS = ("sampling points", "effective receptive field", "effective sampling locations", "saliency region")
 
 
 def box_layer(box: tuple[int, int, int, int], label: str, color: str = UNIT_GREEN) -> Layer:
@@ -668,96 +672,6 @@ def esl_layer(pts: Points, attributions: Tensor, level: int | None = None) -> tu
         alphas=np.clip(rel, 0.08, 1.0),
     )
     return layer, top
-
-
-def support_panel(
-    view: str,
-    title: str,
-    cap: Capture,
-    unit: tuple[int, int],
-    support=None,
-    region=None,
-    pts=None,
-    attributions=None,
-    image: int = 0,
-) -> Panel:
-    """One view of one unit (``VIEWS``): ERF heat map, ESL points or saliency square, each with
-    the unit marked; ``support`` / ``region`` / ``pts`` + ``attributions`` from ``viz.support``."""
-    from viz.support import unit_centre_pixel
-
-    cy, cx = unit_centre_pixel(cap, unit)
-    mark = Layer("unit", np.array([cx]), np.array([cy]), "the unit", UNIT_GREEN)
-    if view == "effective receptive field":
-        erf = support.erf_normalised()[0].numpy()
-        from viz.support import erf_area
-
-        area = int(erf_area(support.erf)[0])
-        return Panel(
-            f"{title}: ERF, 90% on {area} px", None, [mark], heat=erf, heat_title="|d response / d pixel| (max 1)",
-            extent=_extent(cap),
-        )  # fmt: skip
-    if view == "effective sampling locations":
-        layer, top = esl_layer(pts, attributions)
-        return image_panel(f"{title}: ESL, {top}/{len(layer.x)} hold half", cap, image, [layer, mark])
-    if view == "saliency region":
-        label = f"saliency region (response within {100 * region.tol:.0f}%)"
-        return image_panel(
-            f"{title}: saliency {region.area} px",
-            cap,
-            image,
-            [box_layer(region.box, label, POINT_RED), mark],
-        )
-    raise ValueError(f"view must be one of {VIEWS[1:]}, got {view!r}")
-
-
-def support_figure(rows: list[dict], method: str = BILINEAR) -> FigureSpec:
-    """DCNv2's three views for several units: one row per entry of ``rows`` (keys ``title``,
-    ``cap``, ``unit``, ``support``, ``region``, ``pts``, ``attributions``, ``image``), columns
-    ERF, effective sampling locations, saliency region."""
-    panels = []
-    for r in rows:
-        for view in VIEWS[1:]:
-            panels.append(
-                support_panel(
-                    view,
-                    r["title"],
-                    r["cap"],
-                    r["unit"],
-                    r["support"],
-                    r["region"],
-                    r["pts"],
-                    r["attributions"],
-                    r.get("image", 0),
-                )
-            )
-    return FigureSpec(
-        "support",
-        "What a unit really uses: effective receptive field, effective sampling locations, saliency region",
-        "Left: |gradient of the unit's response| per input pixel. Middle: its 9^3 sampling locations, each sized by "
-        f"gradient x sampled value ({method} back-projection). Right: the smallest square around the unit whose masked "
-        "image keeps the response within 10%. After Zhu et al., DCNv2, 2019, Fig. 2.",
-        panels,
-        ncols=3,
-    )
-
-
-def unit_view_figure(view: str, entries: list[dict], unit: tuple[int, int]) -> FigureSpec:
-    """The app's chart for a view other than the sampling points: one panel per model (entries
-    from :func:`viz.support.view_data` plus a ``title``), each with clickable units."""
-    panels = []
-    for e in entries:
-        panel = support_panel(view, e["title"], e["cap"], unit, e["support"], e["region"], e["pts"], e["attributions"])
-        panel.layers.insert(0, units_layer(e["cap"]))
-        panels.append(panel)
-    how = {
-        "effective receptive field": "|gradient of the unit's response| per input pixel (max 1); the title gives the "
-        "pixels holding 90% of it",
-        "effective sampling locations": "the unit's sampling points sized and shaded by gradient x sampled value: the "
-        "samples that matter stand out",
-        "saliency region": "the smallest square around the unit whose masked image (black outside) keeps the unit's "
-        "response within 10%",
-    }[view]
-    return FigureSpec("unit_view", f"Unit {unit}: {view}", how, panels, ncols=len(panels))
 
 
 def _rect_segments(rects: np.ndarray, label: str, color: str) -> Layer:

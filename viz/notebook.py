@@ -20,9 +20,10 @@ import torch
 from torch import Tensor, nn
 
 from viz.capture import Capture, capture
-from viz.figures import VIEWS, FigureSpec, unit_points_figure, unit_view_figure
+from viz.figures import FigureSpec
 from viz.geometry import BILINEAR, METHODS
 from viz.stats import centre_unit
+from viz.views import VIEWS, get_view
 
 
 def figure(spec: FigureSpec, height: int | None = None) -> Any:
@@ -62,7 +63,7 @@ class Explorer:
         image: ``(C, H, W)`` in the model's input format, an image file or a PIL picture.
         unit: ``(row, col)`` of the top layer; default the unit at the ink's centre.
         method, levels, group, view: as in the app (``viz.METHODS``, 1..L, a group of a grouped
-            top layer or None for all, one of ``viz.figures.VIEWS``).
+            top layer or None for all, one of ``viz.views.VIEWS``).
     """
 
     def __init__(
@@ -101,16 +102,15 @@ class Explorer:
 
     def spec(self) -> FigureSpec:
         """The view of the chosen unit, as a figure spec."""
-        if self.view == VIEWS[0]:
-            overlay = self.cap.logits.dim() == 4
-            return unit_points_figure(
-                self.cap, self.twin, self.unit, self.levels, self.method, overlay, ("your model", "offsets zero"),
-                group=self.group,
-            )  # fmt: skip
-        from viz.support import view_data
-
-        entry = {**view_data(self.model, self.cap, self.unit, self.view, self.method), "title": "your model"}
-        return unit_view_figure(self.view, [entry], self.unit)
+        shown = get_view(self.view)
+        pairs = [(self.model, self.cap, "your model")]
+        if shown.draws_points:  # beside it, the same layers with offsets zero
+            pairs.append((None, self.twin, "offsets zero"))
+        entries = [
+            {**shown.compute(m, c, self.unit, self.method, self.levels, self.group), "title": title}
+            for m, c, title in pairs
+        ]
+        return shown.figure(entries, self.unit, overlay=self.cap.logits.dim() == 4)
 
     def figure(self) -> Any:
         """The current view as a static Plotly figure."""

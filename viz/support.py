@@ -374,30 +374,7 @@ __all__ = [
     "support_by_region",
     "unit_centre_pixel",
     "unit_support",
-    "view_data",
 ]
-
-
-def view_data(
-    model: nn.Module, cap: Capture, unit: tuple[int, int], view: str, method: str = "bilinear", image: int = 0
-) -> dict:
-    """What one of DCNv2's views needs for one unit of captured image ``image``: the keys of
-    :func:`viz.figures.support_panel` (``support``, ``region``, ``pts``, ``attributions``),
-    computing only what ``view`` draws."""
-    from viz.backproject import backproject
-
-    img = cap.images[image]
-    out: dict = {"cap": cap.select([image]) if cap.images.shape[0] > 1 else cap, "unit": unit}
-    out.update(support=None, region=None, pts=None, attributions=None)
-    if view in ("effective receptive field", "effective sampling locations"):
-        out["support"] = unit_support(model, img, unit)
-    if view == "effective sampling locations":
-        esl_method = "nearest" if method == "nearest" else "bilinear"
-        out["pts"] = backproject(out["cap"], unit, method=esl_method)
-        out["attributions"] = point_attributions(out["pts"], out["support"], out["cap"])
-    if view == "saliency region":
-        out["region"] = saliency_region(model, img, unit)
-    return out
 
 
 def support_by_region(
