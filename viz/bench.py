@@ -120,8 +120,6 @@ def app_update(repeats: int, device: torch.device | str = "cpu") -> None:
     """What the app's digit mode does server-side when the canvas changes: decode the PNG,
     preprocess, run both models, build every view's spec, draw it with Plotly and serialise it
     as Streamlit does."""
-    import plotly.io as pio
-
     from viz.figures import (
         density_figure,
         dilation_figure,
@@ -130,7 +128,7 @@ def app_update(repeats: int, device: torch.device | str = "cpu") -> None:
         probabilities_figure,
         unit_points_figure,
     )
-    from viz.render import plotly_figure
+    from viz.render import plotly_figure, plotly_json
     from viz.stats import centre_unit
 
     try:
@@ -157,7 +155,7 @@ def app_update(repeats: int, device: torch.device | str = "cpu") -> None:
                 dilation_figure(cap_d),
             ]
         for spec in specs:
-            pio.to_json(plotly_figure(spec, interactive=True))
+            plotly_json(plotly_figure(spec, interactive=True))
 
     print("app, digit mode, new canvas state -> all figures serialised (server side):")
     print(
@@ -170,11 +168,9 @@ def scene_update(repeats: int, device: torch.device | str = "cpu") -> None:
     """The scene mode's server-side work for a new drawing: decode the 256x256 canvas PNG, make
     the 64x64 scene, find its digits, run the scene model and its twin, build the points view
     and the triplet and serialise them as Streamlit does."""
-    import plotly.io as pio
-
     from viz.figures import scene_receptive_field_figure, unit_points_figure
     from viz.preprocess import preprocess_scene
-    from viz.render import plotly_figure
+    from viz.render import plotly_figure, plotly_json
     from viz.scene_stats import ink_boxes, pick_units
 
     try:
@@ -200,7 +196,7 @@ def scene_update(repeats: int, device: torch.device | str = "cpu") -> None:
             plotly_figure(scene_receptive_field_figure(cap_d, None, [picks]), interactive=True),
         ]
         for f in figs:
-            pio.to_json(f)
+            plotly_json(f)
 
     print("app, scene mode, new 64x64 drawing -> both models, points view and triplet serialised (server side):")
     print(f"  {spread(time_runs(update, repeats))} ms")

@@ -396,3 +396,10 @@ def render(spec: FigureSpec, out_dir: Path, fmt: str = "png") -> Path:
 def plotly_widget(fig: go.Figure) -> go.FigureWidget:
     """A live Plotly widget of a figure (Jupyter; needs anywidget), for ``viz.notebook``."""
     return go.FigureWidget(fig)
+
+
+def plotly_json(fig: go.Figure) -> str:
+    """The figure serialised as Streamlit sends it to the browser (what the benchmarks time)."""
+    import plotly.io as pio
+
+    return pio.to_json(fig)
