@@ -158,7 +158,21 @@ with st.sidebar:
         st.error(str(exc))
         st.stop()
     st.header("Points")
-    levels = st.slider("Levels (layers back-projected)", 1, 3, 3, key="levels")
+    stacked = 3  # the shipped models' stacked layers; a model of yours may have more or fewer
+    if mode == "Your model":
+        try:
+            stacked = len(load_user_model(tuple(sys.argv[1:])).sampling_layers())
+        except (DiscoveryError, viz.CheckpointError):
+            pass  # said on the page below
+    levels = st.slider(
+        "Levels (layers back-projected)",
+        1,
+        max(stacked, 2),
+        min(3, stacked),
+        key="levels" if mode != "Your model" else "user_levels",
+        help="How many stacked layers the points go back through (9 samples a layer, x groups).",
+        disabled=stacked < 2,
+    )
     method = st.radio(
         "Reading between units",
         viz.METHODS,

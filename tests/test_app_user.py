@@ -127,3 +127,12 @@ def test_a_user_package_called_models_opens_by_name_from_its_folder(monkeypatch,
     assert "blocks.2.conv" in at.code[0].value
     assert "Unit (7, 7): 729 sampling points" in _captions(at)
     assert type(viz.load("scene_deform")).__name__ == "SceneNet"  # deformscope's own, same process
+
+
+def test_the_levels_slider_spans_every_stacked_layer_of_the_model(monkeypatch):
+    at = _run(monkeypatch, ["--model", "tests.user_models:four_layers"])
+    slider = at.slider(key="user_levels")
+    assert slider.max == 4 and slider.value == 3
+    slider.set_value(4).run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert "(level 4)" in _captions(at) and "6561" in _captions(at)

@@ -104,3 +104,10 @@ def torchvision_twin(model: nn.Module) -> nn.Module:
 def not_stacked() -> nn.Module:
     """A factory whose two deformable layers have a 3x3 conv between them: refused."""
     return FrontAndStack([nn.Conv2d(1, 4, 3, padding=1)], [TvPair(4, 4), TvPair(4, 4)], [nn.Conv2d(4, 4, 3, padding=1)])
+
+
+def four_layers() -> nn.Module:
+    """Four stacked torchvision-style deformable 3x3 layers after a 2x2 pool (offsets moved)."""
+    torch.manual_seed(0)
+    model = FrontAndStack([nn.Conv2d(1, 4, 3, padding=1), nn.MaxPool2d(2)], [InlineDeform(4, 4) for _ in range(4)])
+    return model
