@@ -114,6 +114,7 @@ def test_bad_offset_shape_is_a_clear_error():
         deform_conv2d(x, torch.zeros(1, 18, 5, 5), torch.randn(3, 2, 3, 3), padding=1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("groups", [1, 2])
 def test_gradcheck_and_double_backward_float64(groups):
     from models.deform_conv import deform_conv2d as ours

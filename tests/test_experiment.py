@@ -7,6 +7,7 @@ import json
 import pickle
 
 import numpy as np
+import pytest
 
 from models import experiment
 
@@ -20,6 +21,7 @@ def _tiny_args(data_dir, out, dataset="mnist"):
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_tiny_mnist_grid_runs_resumes_and_reports(mnist_dir, tmp_path, capsys):
     out = tmp_path / "exp"
     assert experiment.main(_tiny_args(mnist_dir, out)) == 0
@@ -64,6 +66,7 @@ def _write_fake_cifar(root, n_train=40, n_test=20):
     (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{i}" for i in range(10)]}))
 
 
+@pytest.mark.slow
 def test_tiny_generated_cifar_grid(tmp_path):
     _write_fake_cifar(tmp_path / "data")
     out = tmp_path / "exp"

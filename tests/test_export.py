@@ -10,6 +10,7 @@ from PIL import Image, ImageDraw
 from viz import export
 
 
+@pytest.mark.slow
 def test_all_figures_png_are_valid_images(tmp_path, capsys):
     assert export.main(["--out", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -26,6 +27,7 @@ def test_all_figures_png_are_valid_images(tmp_path, capsys):
     assert not list(tmp_path.glob(".*"))  # atomic writes leave no temporary files
 
 
+@pytest.mark.slow
 def test_deterministic(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     assert export.main(["--out", str(a), "--figure", "levels", "--figure", "receptive_field"]) == 0
@@ -73,6 +75,7 @@ def test_unreadable_image_file(tmp_path, capsys):
     assert "cannot read image" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_user_model_figures(tmp_path, capsys):
     from PIL import Image, ImageDraw
 

@@ -13,6 +13,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: the script would run the real checks")
 def test_without_a_gpu_it_says_so_and_runs_nothing(tmp_path):
     out = tmp_path / "logs"

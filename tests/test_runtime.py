@@ -49,6 +49,7 @@ def _peak_of_64_mb() -> float | None:
     return peak_memory_mb(lambda: torch.ones(64 * 2**20 // 4).sum(), torch.device("cpu"))
 
 
+@pytest.mark.slow
 def test_peak_memory_measures_an_allocation():
     import multiprocessing
 
@@ -59,6 +60,7 @@ def test_peak_memory_measures_an_allocation():
     assert 60 <= mb <= 80  # the 64 MB tensor, plus a little
 
 
+@pytest.mark.slow
 def test_cpu_peaks_of_the_benchmark_ops():
     peaks = cpu_peaks(8, 16, 16, 20)
     if peaks["regular conv"] is None:
@@ -170,6 +172,7 @@ print(default, kept, handed_back)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(runtime._libc() is None, reason="glibc only: this C library has no mallopt")
 def test_keep_freed_memory_reuses_large_blocks():
     out = subprocess.run([sys.executable, "-c", _FAULTS_CHILD], capture_output=True, text=True, check=True, cwd=ROOT)

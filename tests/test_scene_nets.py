@@ -92,6 +92,7 @@ def test_checkpoint_round_trip(tmp_path):
     assert torch.equal(loaded(x), model(x))
 
 
+@pytest.mark.slow
 def test_training_learns_and_metrics_are_computed():
     from models.scene_training import SceneTrainConfig, evaluate_scenes, train_scenes
     from tests.test_scenes import _pool

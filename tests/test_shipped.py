@@ -39,6 +39,7 @@ def test_readme_table_matches_the_checkpoints():
         assert f"{100 * meta['test_accuracy']:.2f}" in row.group(0)
 
 
+@pytest.mark.slow
 def test_plain_deform_accuracy_on_the_test_split(mnist_dir):
     test = load_mnist(mnist_dir, train=False)
     model = load_checkpoint(CHECKPOINTS / "deform_plain.pt")

@@ -19,6 +19,7 @@ def _toy_split(n: int = 64) -> Split:
     return Split(images + 0.05 * torch.rand(images.shape, generator=g), labels, "toy bars")
 
 
+@pytest.mark.slow
 def test_train_is_reproducible_and_learns():
     data = _toy_split()
     cfg = TrainConfig(arch="deform", epochs=10, batch_size=16, lr=3e-3, seed=3, widths=(8, 8, 8, 8))
@@ -42,6 +43,7 @@ def test_missing_data_is_a_clear_error(tmp_path):
         load_mnist(tmp_path, train=False, download=False)
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_commands(mnist_dir, tmp_path, capsys):
     from models import evaluate
     from models import train as train_cmd
