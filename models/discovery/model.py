@@ -74,12 +74,15 @@ class DiscoveredModel(nn.Module):
             f"{len(self.found)} deformable layer(s), bottom to top",
             f"geometry: {self.geometry_method}",
             f"{'layer':<28} {'kind':<28} {'kernel':<7} {'stride':<7} {'pad':<6} {'dil':<6} {'groups':<6} "
-            f"{'mask':<5} {'in -> out map':<16} {'on image (y, x)'}",
+            f"{'points':<11} {'mask':<5} {'in -> out map':<16} {'on image (y, x)'}",
         ]
         for f, s in zip(self.found, self.layers, strict=True):
+            # points per group, and the regular grid's step where it is not the dilation (offset_scale)
+            step = s.grid_step[0] / s.dilation[0]
+            points = f"{s.taps}" + (f", grid x{step:g}" if step != 1 else "")
             lines.append(
                 f"{f.name:<28} {f.kind:<28} {_p(f.kernel_size):<7} {_p(f.stride):<7} {_p(f.padding):<6} "
-                f"{_p(f.dilation):<6} {f.offset_groups:<6} {'yes' if f.modulated else 'no':<5} "
+                f"{_p(f.dilation):<6} {f.offset_groups:<6} {points:<11} {'yes' if f.modulated else 'no':<5} "
                 f"{_p(f.in_size) + ' -> ' + _p(f.out_size):<16} "
                 f"unit (i, j) at ({s.pixel_stride[0]:g} i + {s.pixel_offset[0]:g}, {s.pixel_stride[1]:g} j + {s.pixel_offset[1]:g})"
             )
