@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 
@@ -49,8 +50,6 @@ def run_app(argv: list[str]) -> int:
         print("usage: deformscope app [-- APP OPTIONS]\n\nStarts the Streamlit app. App options (after --): "
               "--model, --weights, --checkpoint, --device, ...; see README 'Your own model'.")  # fmt: skip
         return 0
-    from streamlit.web import cli as streamlit_cli
-
     args = argv[1:] if argv[:1] == ["--"] else argv
     # the checkout's .streamlit/config.toml, which `streamlit run` reads only from the current folder
     settings = {
@@ -60,8 +59,8 @@ def run_app(argv: list[str]) -> int:
         "global.minCachedMessageSize": "1e15",
     }
     flags = [f"--{key}={value}" for key, value in settings.items()]
-    sys.argv = ["streamlit", "run", str(app_file()), *flags, "--", *args]
-    return int(streamlit_cli.main() or 0)
+    # Streamlit in a process of its own (as `streamlit run` is), so that viz never imports it
+    return subprocess.call([sys.executable, "-m", "streamlit", "run", str(app_file()), *flags, "--", *args])
 
 
 def usage() -> str:
