@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor, nn
 
 from models.dcnv3 import GroupedBlock, dcnv3_core
@@ -115,6 +116,19 @@ class DCNv4(GroupedBlock):
             nn.init.xavier_uniform_(self.output_proj.weight)
             if self.output_proj.bias is not None:
                 nn.init.zeros_(self.output_proj.bias)
+
+    @torch.no_grad()
+    def start_with_equal_weights(self) -> DCNv4:
+        """Every point's weight starts at ``1 / P`` (the offsets still at zero), as DCNv3's softmax
+        starts, instead of the published zero. FlashInternImage's blocks are residual
+        (``x + dcn(norm(x))``), so a layer that outputs zero at first is harmless there; in a plain
+        stack it outputs zero to the next layer, whose samples are then zero too, and no gradient
+        reaches any weight: the stack never learns (measured: a scene model stuck at the
+        background's loss for 6000 steps)."""
+        p = self.K // self.group
+        per_group = self.offset_mask.bias[: 3 * self.K].view(self.group, 3 * p)
+        per_group[:, 2 * p :] = 1.0 / p
+        return self
 
     def forward(self, input: Tensor, shape: tuple[int, int] | None = None) -> Tensor:
         """``(N, L, channels)`` -> ``(N, L, out_channels)``; ``shape=(H, W)`` with ``H * W = L``."""

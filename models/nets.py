@@ -100,7 +100,9 @@ def stacked_layers(arch: str, channels: tuple[int, ...]) -> tuple[nn.ModuleList,
         elif arch == "dcnv3":
             layer = ChannelsLastBlock(DCNv3(cin, 3, pad=1, group=SCENE_GROUPS, out_channels=cout))
         elif arch == "dcnv4":
-            layer = TokenBlock(DCNv4(cin, 3, pad=1, group=SCENE_GROUPS, dw_kernel_size=3, out_channels=cout))
+            # equal point weights at the start: a plain stack of zero-output layers never learns
+            dcn = DCNv4(cin, 3, pad=1, group=SCENE_GROUPS, dw_kernel_size=3, out_channels=cout)
+            layer = TokenBlock(dcn.start_with_equal_weights())
         else:
             layer = DeformConv2d(cin, cout, 3, padding=1, bias=False, modulated=arch == "deform2")
         top.append(layer)
