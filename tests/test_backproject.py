@@ -235,3 +235,29 @@ def test_path_count_equals_the_points_paths_for_grouped_layers():
             pts = backproject(cap, (4, 4), levels=levels, group=group)
             assert path_count(cap, levels, group) == pts.paths(levels) == pts.count(level=levels)
     assert path_count(cap, 3) == 36**3 and path_count(cap, 3, 0) == 9 * 36**2
+
+
+@pytest.mark.parametrize("name", ["scene_deform2", "dcnv4"])
+def test_exact_weight_maps_equal_the_exact_points_merged(name):
+    """The exact method as a product of the layers' sparse sampling matrices gives the same
+    weights, on the same units, as back-projecting and merging points."""
+    import torch
+
+    import viz
+    from examples.dcn_families import randomise_offsets
+    from models.scene_nets import SceneNet
+    from viz.backproject import exact_weight_maps
+
+    torch.manual_seed(0)
+    model = viz.load(name) if name.startswith("scene") else randomise_offsets(SceneNet(name).eval(), std=0.05)
+    cap = viz.capture(model, viz.load_scene_samples().images[10])
+    units = torch.tensor([[6, 10], [0, 15], [8, 8]])
+    for levels in (1, 3):
+        maps, layer = exact_weight_maps(cap, units, levels=levels)
+        pts = viz.backproject(cap, units, levels=levels, method="exact")
+        (sy, sx), (oy, ox) = layer.pixel_stride, layer.pixel_offset
+        for u in range(len(units)):
+            sel = pts.where(level=levels, unit=u)
+            dense = torch.zeros_like(maps[u])
+            dense[((pts.y[sel] - oy) / sy).round().long(), ((pts.x[sel] - ox) / sx).round().long()] = pts.weight[sel]
+            torch.testing.assert_close(maps[u], dense, rtol=1e-5, atol=1e-6)

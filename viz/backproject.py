@@ -344,6 +344,50 @@ def backproject_layers(
     )
 
 
+def sampling_matrix(layer: LayerCapture, image: int = 0) -> Tensor:
+    """The layer as a sparse matrix ``(Ho*Wo, H*W)``: row ``o`` holds, for every sample of output
+    unit ``o`` (all groups and points), its bilinear weights on the input units times the
+    sample's weight (zero outside the map, as in the operator). ``exact`` back-projection is
+    the product of these matrices (:func:`exact_weight_maps`)."""
+    off = layer.offsets_yx[image if layer.offsets_yx.shape[0] > 1 else 0]  # (G, P, 2, Ho, Wo)
+    g, p, _, ho, wo = off.shape
+    h, w = layer.in_size
+    grid = layer.grid_yx(off.dtype)
+    rows = torch.arange(ho, dtype=off.dtype).view(1, 1, ho, 1) * layer.stride[0]
+    cols = torch.arange(wo, dtype=off.dtype).view(1, 1, 1, wo) * layer.stride[1]
+    y = (rows + grid[:, 0].view(1, p, 1, 1) + off[:, :, 0]).flatten()
+    x = (cols + grid[:, 1].view(1, p, 1, 1) + off[:, :, 1]).flatten()
+    weight = layer.mask[image].flatten() if layer.mask is not None else torch.ones_like(y)
+    uy, ux, nw = bilinear_neighbours(y, x, (h, w))  # (G*P*Ho*Wo, 4)
+    out_unit = torch.arange(ho * wo).repeat(g * p).unsqueeze(1).expand(-1, 4)
+    values = (nw * weight.unsqueeze(1)).flatten()
+    index = torch.stack([out_unit.flatten(), (uy * w + ux).flatten()])
+    return torch.sparse_coo_tensor(index, values, (ho * wo, h * w), check_invariants=True).coalesce()
+
+
+def exact_weight_maps(
+    cap: Capture, units: Tensor, levels: int | None = None, image: int = 0
+) -> tuple[Tensor, LayerCapture]:
+    """Every top unit's ``exact`` weights at level ``levels`` as dense maps: ``(U, H, W)`` over
+    the input map of the layer ``levels`` down (returned with it). The same weights as
+    ``backproject(..., method="exact")``'s last level, computed as a product of sparse matrices
+    instead of merging points: fast for grouped layers, whose ``(G P)^L`` samples per unit
+    merge onto a few hundred units."""
+    layers = cap.layers
+    levels = len(layers) if levels is None else levels
+    top = layers[-1]
+    units = torch.as_tensor(units, dtype=torch.long).view(-1, 2)
+    ho, wo = top.out_size
+    maps = torch.zeros(units.shape[0], ho * wo, dtype=top.offsets_yx.dtype)
+    maps[torch.arange(units.shape[0]), units[:, 0] * wo + units[:, 1]] = 1.0
+    layer = top
+    for depth in range(1, levels + 1):
+        layer = layers[len(layers) - depth]
+        maps = torch.sparse.mm(sampling_matrix(layer, image).t(), maps.t()).t()
+    h, w = layer.in_size
+    return maps.view(-1, h, w), layer
+
+
 def path_count(cap: Capture, levels: int | None = None, group: int | None = None) -> int:
     """How many sample paths reach ``levels`` from one top unit, without back-projecting:
     ``9^L`` for a one-group 3x3 stack, ``(G P)^L`` with groups (``P (G P)^(L-1)`` for one group
