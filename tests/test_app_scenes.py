@@ -151,3 +151,14 @@ def test_roi_pooling_section_moves_the_box_and_reads_the_digit():
     at.session_state["scene_tabs"] = "Deformable RoI pooling"
     at.run()
     assert at.slider(key="roi_scale").value == 1.3  # the box kept while the tab was closed
+
+
+def test_the_dcnv3_scene_model_offers_its_groups():
+    at = _run()
+    at.selectbox(key="scene_model").set_value("scene_dcnv3").run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert at.selectbox(key="scene_group").value == "all groups"
+    assert "46656 sampling points at level 3" in _captions(at) and "InternImage's DCNv3" in _captions(at)
+    at.selectbox(key="scene_group").set_value("group 1 at the top").run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert "11664 sampling points at level 3" in _captions(at)
