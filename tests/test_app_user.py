@@ -101,13 +101,9 @@ def test_an_internimage_style_model_shows_its_groups_and_family(monkeypatch):
 
 
 def test_a_user_package_called_models_opens_in_the_app(monkeypatch, tmp_path):
-    from tests.test_user_code import BLOCKS, NET
+    from tests.test_user_code import write_user_package
 
-    pkg = tmp_path / "models"
-    pkg.mkdir()
-    (pkg / "__init__.py").write_text("")
-    (pkg / "blocks.py").write_text(BLOCKS)
-    (pkg / "net.py").write_text(NET)
+    pkg = write_user_package(tmp_path) / "models"
     at = _run(monkeypatch, ["--model", f"{pkg / 'net.py'}:build"])
     assert at.radio(key="mode").value == "Your model"
     assert "blocks.2.conv" in at.code[0].value
@@ -115,13 +111,9 @@ def test_a_user_package_called_models_opens_in_the_app(monkeypatch, tmp_path):
 
 
 def test_a_user_package_called_models_opens_by_name_from_its_folder(monkeypatch, tmp_path):
-    from tests.test_user_code import BLOCKS, NET
+    from tests.test_user_code import write_user_package
 
-    pkg = tmp_path / "models"
-    pkg.mkdir()
-    (pkg / "__init__.py").write_text("")
-    (pkg / "blocks.py").write_text(BLOCKS)
-    (pkg / "net.py").write_text(NET)
+    write_user_package(tmp_path)
     monkeypatch.chdir(tmp_path)
     at = _run(monkeypatch, ["--model", "models.net:build"])
     assert "blocks.2.conv" in at.code[0].value

@@ -53,14 +53,19 @@ def build():
 """
 
 
-@pytest.fixture
-def user_project(tmp_path: Path) -> Path:
-    pkg = tmp_path / "models"
+def write_user_package(folder: Path) -> Path:
+    """A user's package ``models`` of two modules (``net`` imports ``models.blocks``) in ``folder``."""
+    pkg = folder / "models"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
     (pkg / "blocks.py").write_text(textwrap.dedent(BLOCKS))
     (pkg / "net.py").write_text(textwrap.dedent(NET))
-    return tmp_path
+    return folder
+
+
+@pytest.fixture
+def user_project(tmp_path: Path) -> Path:
+    return write_user_package(tmp_path)
 
 
 def _ours_still_work() -> None:

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from models.contract import ModuleOutput, SamplingLayer, SamplingRecord
 from models.dcnv3 import center_feature_blend, regular_sample, sample_points
 from models.families.common import record_locations
-from models.geometry import dcnv3_grid_yx
+from models.geometry import dcnv3_grid_yx, output_size
 
 NAME = "dcnv3"
 
@@ -113,13 +113,10 @@ def regular_forward(module: nn.Module, args: tuple[Any, ...], kwargs: Mapping[st
     offsets, every point weighing ``1/P`` and ``center_feature_scale`` held at its value."""
     p = layer_params(module)
     x = args[0]
-    grid = dcnv3_grid_yx(p["k"], p["pad"], p["dil"], p["scale"], p["remove_center"], x.dtype)
+    grid = grid_tensor(p, x.dtype)
     weights = torch.full((p["group"], grid.shape[0]), 1.0 / grid.shape[0])
-    ho = (x.shape[1] + 2 * p["pad"] - p["dil"] * (p["k"] - 1) - 1) // p["stride"] + 1
-    wo = (x.shape[2] + 2 * p["pad"] - p["dil"] * (p["k"] - 1) - 1) // p["stride"] + 1
-    return around_core(
-        module, x, lambda v: regular_sample(v, grid, weights, p["stride"], (ho, wo)), query_grad=False
-    )
+    out_size = output_size(tuple(x.shape[1:3]), p["k"], p["stride"], p["pad"], p["dil"])
+    return around_core(module, x, lambda v: regular_sample(v, grid, weights, p["stride"], out_size), query_grad=False)
 
 
 def gated_forward(
