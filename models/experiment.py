@@ -3,14 +3,25 @@ test every model on the full test split under every condition (seeded: all model
 test images), and write the results.
 
     python -m models.experiment --data-dir ../shared/data --out runs/experiment --epochs 5
+    python -m models.experiment ... --engine ray --workers 2        # 2 trials at once (Ray Tune)
+    python -m models.experiment ... --engine ray --address auto     # on a running Ray cluster
 
-Resumable: every finished run is appended to ``runs.jsonl`` in ``--out`` and skipped when the
-command runs again with the same settings. ``--report`` only rewrites the tables and plot.
+Engines: ``local`` (default) runs the trials one after another in this process; ``ray`` runs
+each as a Ray Tune trial (pip install "deformscope[grid]"), ``--workers`` at once with
+``--threads`` CPU threads each, on a Ray started inside the command or on the cluster at
+``--address``. Same jobs, same seeds, same training function: the same results.
+
+Resumable: every finished trial is appended to ``runs.jsonl`` in ``--out`` the moment it ends
+and skipped when the command runs again with the same settings, so rerunning after Ctrl-C, a
+killed process or a lost node finishes only what is missing. A trial that raises is retried
+``--retries`` times, then reported by name; the others complete. ``--report`` only rewrites the
+tables and plot.
 
 Outputs in ``--out``: ``runs.jsonl`` (one JSON object per run), ``results.csv`` (one row per
 run and test condition), ``results.md`` (mean and standard deviation over seeds, same-condition
-and cross-condition tables, transform parameters, data, epochs, time per run) and
-``accuracy_by_condition.png``.
+and cross-condition tables, transform parameters, data, epochs, time per run),
+``accuracy_by_condition.png``, ``models/<trial>.pt`` (each trial's trained weights) and, with
+Ray, ``ray/`` (Ray Tune's experiment folders: every trial's result and checkpoint).
 """
 
 from __future__ import annotations
@@ -19,26 +30,29 @@ import argparse
 import csv
 import json
 import math
+import os
 import platform
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from models.data import DEFAULT_DATA_DIR, DataError, load
+from models.grid import CONDITIONS, GridError, TrialFn, TrialSettings, job_key, run_local, run_ray, run_trial
 from models.nets import ARCHS
-from models.runtime import add_device_argument, describe_device, device_or_exit, keep_freed_memory, use_all_cpu_threads
-from models.training import TrainConfig, accuracy, train
+from models.runtime import (
+    add_device_argument,
+    describe_device,
+    device_or_exit,
+    keep_freed_memory,
+    use_all_cpu_threads,
+)
 from models.transforms import RANGES, TEST_SEED, describe, parse_augment
-
-CONDITIONS = ("none", "rotate", "translate", "rotate+translate", "scale")
 
 
 def run_key(r: dict[str, Any]) -> tuple:
-    return (r["dataset"], r["arch"], r["condition"], r["seed"], r["epochs"], r["train_limit"], r["max_steps"])
+    return job_key(r)
 
 
 def read_runs(path: Path) -> list[dict[str, Any]]:
@@ -212,38 +226,84 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-limit", type=int, default=None, help="use the first N training images")
     p.add_argument("--test-limit", type=int, default=None, help="use the first N test images (smoke runs only)")
     p.add_argument("--max-steps", type=int, default=None, help="stop each run after N steps (smoke runs only)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+    g = p.add_argument_group("engine")
+    g.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: one trial after another in this process; ray: Ray Tune trials in parallel (default: local)",
+    )
+    g.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="ray: trials at once (default: this machine's cores / --threads; on a cluster: as many as its CPUs allow)",
+    )
+    g.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads per trial (default: local all cores; ray cores / --workers, so the machine is not oversubscribed)",
+    )
+    g.add_argument(
+        "--address", default=None, help="ray: join the Ray cluster at this address (ray://host:10001 or auto)"
+    )
+    g.add_argument("--gpus-per-trial", type=float, default=0, help="ray: GPUs per trial (fractions share a GPU)")
+    g.add_argument(
+        "--retries", type=int, default=2, help="attempts after a trial raises or its worker dies (default 2)"
+    )
     p.add_argument("--no-download", action="store_true", help="never try to download the dataset")
     p.add_argument("--report", action="store_true", help="only rewrite the report from finished runs")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="a line per finished trial instead of a progress bar")
     add_device_argument(p)
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def _engine_shape(args: argparse.Namespace) -> tuple[int, int | None]:
+    """(threads per trial, trials at once) from the flags and this machine's cores."""
+    cores = os.cpu_count() or 1
+    if args.engine == "local":
+        return (args.threads or use_all_cpu_threads()), 1
+    if args.address and args.workers is None:
+        return (args.threads or 1), None  # Tune fills the cluster's CPUs
+    workers = args.workers or max(1, cores // (args.threads or 1))
+    threads = args.threads or max(1, cores // workers)
+    return threads, workers
+
+
+def main(argv: list[str] | None = None, trial_fn: TrialFn = run_trial) -> int:
+    """The command; ``trial_fn`` trains and tests one job (tests pass their own)."""
     args = build_parser().parse_args(argv)
     for c in args.conditions:
         if c not in CONDITIONS:
             print(f"error: unknown condition {c!r}; choose from {', '.join(CONDITIONS)}", file=sys.stderr)
             return 2
         parse_augment(c)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-        threads = args.threads
-    else:
-        threads = use_all_cpu_threads()
+    for flag in ("workers", "threads"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            print(f"error: --{flag} must be at least 1", file=sys.stderr)
+            return 2
+    if args.engine == "local" and (args.address or args.workers or args.gpus_per_trial):
+        print("error: --address, --workers and --gpus-per-trial need --engine ray", file=sys.stderr)
+        return 2
+    threads, workers = _engine_shape(args)
     keep_freed_memory()  # large tensors are reused, not mapped afresh each step
-    device = device_or_exit(args.device)
+    device = device_or_exit(args.device) if args.engine == "local" else torch.device("cpu")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     runs_file = out / "runs.jsonl"
+    engine = "local" if args.engine == "local" else f"ray, {workers or 'as many as fit'} trials at once"
     settings: dict[str, Any] = {
         "command": "python -m models.experiment " + " ".join(argv if argv is not None else sys.argv[1:]),
         "epochs": args.epochs,
         "batch_size": args.batch_size,
         "lr": args.lr,
         "threads": threads,
-        "device": describe_device(device, threads),
+        "engine": engine,
+        "device": describe_device(device, threads)
+        if args.engine == "local"
+        else f"{threads} CPU threads per trial"
+        + (f", {args.gpus_per_trial} GPU per trial" if args.gpus_per_trial else ""),
         "machine": f"{platform.machine()}, torch {torch.__version__}",
     }
     done = read_runs(runs_file)
@@ -280,38 +340,59 @@ def main(argv: list[str] | None = None) -> int:
     finished = {run_key(r) for r in done}
     pending = [t for t in todo if run_key(t) not in finished]
     print(f"{len(todo) - len(pending)} of {len(todo)} runs already finished in {runs_file}; {len(pending)} to go")
-    bar = tqdm(pending, desc="runs", unit="run", disable=args.no_progress)
-    for job in bar:
-        bar.set_postfix(arch=job["arch"], condition=job["condition"], seed=job["seed"])
-        cfg = TrainConfig(
-            arch=job["arch"],
-            augment=job["condition"],
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            seed=job["seed"],
-            max_steps=args.max_steps,
-        )
-        t0 = time.perf_counter()
-        model, log = train(cfg, train_split, progress=False, device=device)
-        train_seconds = time.perf_counter() - t0
-        accs = {c: accuracy(model, test_split, c) for c in CONDITIONS}
-        record = {
-            **job,
-            "test_accuracy": accs,
-            "train_seconds": train_seconds,
-            "eval_seconds": time.perf_counter() - t0 - train_seconds,
-            "final_train_loss": log["epochs"][-1]["loss"] if log["epochs"] else None,
-            "settings": settings,
-        }
+
+    def on_record(record: dict[str, Any]) -> None:
+        """Append the trial to the ledger at once (flushed to disk: a kill right after loses
+        nothing) and refresh the report."""
+        if run_key(record) in finished:  # a retried trial that had already reported
+            return
+        record = {**record, "settings": settings}
         with runs_file.open("a") as f:
             f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        finished.add(run_key(record))
         done.append(record)
         write_report(out, [r for r in done if r["dataset"] == args.dataset], settings)
-    bar.close()
+
+    trial_settings = TrialSettings(args.batch_size, args.lr, threads, str(device))
+    common = dict(
+        on_record=on_record,
+        models_dir=out / "models",
+        retries=args.retries,
+        progress=not args.no_progress,
+        trial_fn=trial_fn,
+    )
+    try:
+        if not pending:
+            failures = []
+        elif args.engine == "local":
+            failures = run_local(pending, train_split, test_split, trial_settings, **common)
+        else:
+            failures = run_ray(
+                pending,
+                train_split,
+                test_split,
+                trial_settings,
+                storage=out / "ray",
+                workers=workers,
+                address=args.address,
+                gpus_per_trial=args.gpus_per_trial,
+                **common,
+            )
+    except GridError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     if done:
         write_report(out, done, settings)
         print(f"wrote {out / 'results.md'}, {out / 'results.csv'}, {out / 'accuracy_by_condition.png'}")
+    if failures:
+        for f in failures:
+            print(f"error: trial {f.name} failed {f.attempts} times: {f.error}", file=sys.stderr)
+        print(
+            f"{len(failures)} of {len(todo)} trials failed; rerun the same command to retry only them", file=sys.stderr
+        )
+        return 1
     return 0
 
 
