@@ -18,6 +18,7 @@ import app_inputs as ia
 import viz
 from app_unit import group_choice, unit_chart, unit_sliders
 from models.discovery import DiscoveredModel
+from viz.classes import top_k
 from viz.figures import (
     count_note,
     family_note,
@@ -25,15 +26,20 @@ from viz.figures import (
     offset_field_figure,
 )
 from viz.render import plotly_figure
-from viz.samples import load_samples
+from viz.samples import PHOTOS, load_samples, sample_photo
 from viz.views import VIEWS, get_view
 
 NAMES = ("your model", "same layers, offsets zero")
 
 
 def _input(model: DiscoveredModel) -> tuple[torch.Tensor, str] | None:
-    source = st.radio("Input", ["Sample digit", "Upload"], horizontal=True, key="user_source")
+    # inputs that fit the model: MNIST digits for grey models, natural photos for colour ones
+    sample = "Sample photo" if model.in_channels == 3 else "Sample digit"
+    source = st.radio("Input", [sample, "Upload"], horizontal=True, key="user_source")
     try:
+        if source == "Sample photo":
+            name = st.selectbox("Bundled photo", list(PHOTOS), format_func=PHOTOS.get, key="user_photo")
+            return viz.prepare_for(model, sample_photo(name)), f"bundled photo: {PHOTOS[name]}"
         if source == "Sample digit":
             s = load_samples()
             idx = int(st.number_input("Bundled test digit (0-99)", 0, len(s) - 1, 1, key="user_sample"))
@@ -81,11 +87,17 @@ def page(model: DiscoveredModel, levels: int, method: str) -> None:
         UNIT.set((cap.top.out_size[0] // 2, cap.top.out_size[1] // 2))
     _, cap, flat = cached
     with left:
-        st.image(image[0].numpy(), caption=f"model input ({source})", width=140, clamp=True)
+        # what the model receives, before its normalisation: in colour for a colour model
+        shown_image = image.permute(1, 2, 0).numpy() if image.shape[0] == 3 else image[0].numpy()
+        st.image(shown_image, caption=f"model input ({source})", width=140, clamp=True)
         if cap.logits.dim() == 2:
-            p = cap.probabilities[0]
-            st.metric("Your model predicts", int(p.argmax()))
-            st.caption(f"with probability {float(p.max()):.1%}")
+            best = top_k(cap.probabilities[0], model.class_names, 5)
+            st.metric("Your model predicts", best[0][1])
+            st.caption(
+                "Top 5: " + ", ".join(f"{name} {p:.1%}" for _, name, p in best)
+                if len(best) > 1
+                else f"with probability {best[0][2]:.1%}"
+            )
     ho, wo = cap.top.out_size
     unit = st.session_state["user_unit"]
     if unit[0] >= ho or unit[1] >= wo:
@@ -114,7 +126,9 @@ def page(model: DiscoveredModel, levels: int, method: str) -> None:
                     store.clear()  # one at a time per session: memory stays bounded
                     # the points view also shows the same layers with offsets zero (no model needed there)
                     pairs = [(model, cap, NAMES[0])] + ([(None, flat, NAMES[1])] if shown.draws_points else [])
-                    store[vkey] = [{**shown.compute(m, c, unit, method, levels, group), "title": n} for m, c, n in pairs]
+                    store[vkey] = [
+                        {**shown.compute(m, c, unit, method, levels, group), "title": n} for m, c, n in pairs
+                    ]
                 entries = store[vkey]
                 fig = plotly_figure(shown.figure(entries, unit, overlay=False), interactive=True, height=520)
                 unit_chart(fig, "user_points_chart", "user_last_click", UNIT.set)

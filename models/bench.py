@@ -322,7 +322,9 @@ def bench_families(repeats: int, device: torch.device) -> None:
     the same channels, timed in one run (goal: DCNv3/DCNv4 forward+backward within 1.5x DCNv1)."""
     times = time_forward_and_backward(_family_ops(device), repeats, device)
     n, c, size = FAMILY_SHAPE
-    print(f"\nDCN families on the scene shape (N={n}, {c}->{c}, {size}x{size}; DCNv3/DCNv4: 4 groups, projections included)")
+    print(
+        f"\nDCN families on the scene shape (N={n}, {c}->{c}, {size}x{size}; DCNv3/DCNv4: 4 groups, projections included)"
+    )
     print(f"  {'layer':<20}{'forward ms':>24}{'fwd+bwd ms':>26}")
     for name, (f, fb) in times.items():
         print(f"  {name:<20}{spread(f):>24}{spread(fb):>26}")

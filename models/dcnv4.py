@@ -137,7 +137,11 @@ class DCNv4(GroupedBlock):
         x = self.value_proj(input) if not self.without_pointwise else input
         x = x.reshape(n, h, w, -1)
         if self.dw_kernel_size is not None:
-            om_in = self.offset_mask_dw(input.view(n, h, w, c).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).reshape(n, length, c)
+            om_in = (
+                self.offset_mask_dw(input.view(n, h, w, c).permute(0, 3, 1, 2))
+                .permute(0, 2, 3, 1)
+                .reshape(n, length, c)
+            )
         else:
             om_in = input
         offset_mask = self.offset_mask(om_in).reshape(n, h, w, -1)
@@ -148,7 +152,6 @@ class DCNv4(GroupedBlock):
         )  # fmt: skip
         x = self.blend(x, x_proj, x).reshape(n, length, -1)
         return self.output_proj(x) if not self.without_pointwise else x
-
 
 
 __all__ = ["DCNv4", "dcnv4_core", "offset_mask_channels", "split_offset_mask"]

@@ -105,7 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.task == "scenes":
         return train_scenes_command(args, argv, device, train_split, test_split)
     if args.arch not in ARCHS:
-        print(f"error: --arch {args.arch} is for scene models (--task scenes); digit models are {', '.join(ARCHS)}", file=sys.stderr)
+        print(
+            f"error: --arch {args.arch} is for scene models (--task scenes); digit models are {', '.join(ARCHS)}",
+            file=sys.stderr,
+        )
         return 2
     args.batch_size = args.batch_size or 128
     config = TrainConfig(

@@ -86,7 +86,18 @@ def test_an_internimage_style_model_shows_its_groups_and_family(monkeypatch):
     samples by default and one group's when chosen; DCNv2's views work on it too."""
     at = _run(
         monkeypatch,
-        ["--model", "examples.dcn_families:intern_image", "--input-size", "32", "--in-channels", "3", "--mean", "0", "--std", "1"],
+        [
+            "--model",
+            "examples.dcn_families:intern_image",
+            "--input-size",
+            "32",
+            "--in-channels",
+            "3",
+            "--mean",
+            "0",
+            "--std",
+            "1",
+        ],
     )
     assert "dcnv3" in at.code[0].value
     assert at.selectbox(key="user_group").value == "all groups"
@@ -128,3 +139,21 @@ def test_the_levels_slider_spans_every_stacked_layer_of_the_model(monkeypatch):
     slider.set_value(4).run()
     assert not at.exception, [e.message for e in at.exception]
     assert "(level 4)" in _captions(at) and "6561" in _captions(at)
+
+
+def test_a_colour_model_gets_photos_named_classes_and_a_top_five(monkeypatch, tmp_path):
+    names = tmp_path / "names.txt"
+    names.write_text("\n".join(f"class {c}" for c in "abcdefghij"))
+    spec = ["--model", "examples.dcn_families:intern_image", "--input-size", "32", "--in-channels", "3"]
+    at = _run(monkeypatch, [*spec, "--mean", "0", "--std", "1", "--classes", str(names)])
+    assert at.radio(key="user_source").options == ["Sample photo", "Upload"]  # no MNIST digits for RGB
+    assert at.selectbox(key="user_photo").value == "chelsea"
+    model = viz.load_user_model("examples.dcn_families:intern_image", input_size=32, in_channels=3, mean=0, std=1)
+    p = viz.capture(model, viz.prepare_for(model, viz.sample_photo("chelsea"))).probabilities[0]
+    best = [f"class {'abcdefghij'[int(i)]}" for i in p.argsort(descending=True)[:5]]
+    assert next(m.value for m in at.metric if m.label == "Your model predicts") == best[0]
+    assert "Top 5: " + ", ".join(
+        f"{n} {float(v):.1%}" for n, v in zip(best, p.sort(descending=True).values[:5], strict=True)
+    ) in _captions(at)
+    at.selectbox(key="user_photo").set_value("coffee").run()
+    assert not at.exception, [e.message for e in at.exception]

@@ -225,3 +225,17 @@ def test_signed_weights_are_drawn_as_such():
     assert max(float(lay.alphas.max()) for lay in layers) == 1.0
     assert all(np.all(lay.alphas >= 0.08) for lay in layers)
     assert "DCNv4" in family_note(cap) and "4 group(s) x 9 points" in family_note(cap)
+
+
+def test_a_colour_models_panels_show_its_input_in_colour():
+    from viz.figures import unit_points_figure
+
+    model = viz.load_user_model("examples.dcn_families:intern_image", input_size=32, in_channels=3, mean=0, std=1)
+    image = viz.prepare_for(model, viz.sample_photo("chelsea"))
+    assert image.shape == (3, 32, 32)
+    cap = viz.capture(model, image)
+    spec = unit_points_figure(cap, cap.without_offsets(), (4, 4))
+    drawn = spec.panels[0].image
+    assert drawn.shape == (32, 32, 3)
+    np.testing.assert_array_equal(drawn, image.permute(1, 2, 0).numpy())  # as received, not one channel
+    assert np.abs(drawn[..., 0] - drawn[..., 2]).max() > 0.1  # a photo, not grey

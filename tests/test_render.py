@@ -143,3 +143,25 @@ def test_the_figure_legend_takes_as_many_columns_as_fit(labels, want_columns):
     assert legend._ncols == want_columns
     assert legend.get_window_extent(fig.canvas.get_renderer()).width <= fig.bbox.width
     plt.close(fig)
+
+
+def test_a_colour_image_is_drawn_in_colour_by_both_renderers(tmp_path):
+    """A colour model's input: an image trace of 8-bit RGB in Plotly (pixel centres at integers,
+    like the grey heat map), colour pixels in the matplotlib export."""
+    from PIL import Image
+
+    from viz.render import panel_traces, render
+
+    rgb = np.zeros((6, 8, 3))
+    rgb[..., 0] = 1.0  # pure red
+    rgb[2:4, 2:6] = (0.0, 0.0, 1.0)  # a blue block
+    (trace,) = panel_traces(Panel("colour", rgb, [], extent=(-0.5, 7.5, 5.5, -0.5)))
+    assert trace["type"] == "image" and trace["z"].shape == (6, 8, 3) and trace["z"].dtype == np.uint8
+    assert (trace["x0"], trace["y0"], trace["dx"], trace["dy"]) == (0, 0, 1, 1)
+    assert tuple(trace["z"][0, 0]) == (255, 0, 0) and tuple(trace["z"][3, 3]) == (0, 0, 255)
+    (grey,) = panel_traces(Panel("grey", rgb[..., 0], [], extent=(-0.5, 7.5, 5.5, -0.5)))
+    assert grey["type"] == "heatmap" and grey["z"].shape == (6, 8)
+    png = render(FigureSpec("c", "Colour", "", [Panel("colour", rgb, [], extent=(-0.5, 7.5, 5.5, -0.5))], 1), tmp_path)
+    pixels = np.asarray(Image.open(png).convert("RGB")).reshape(-1, 3).astype(int)
+    assert ((pixels[:, 0] > 200) & (pixels[:, 1] < 60) & (pixels[:, 2] < 60)).sum() > 100  # red drawn red
+    assert ((pixels[:, 2] > 200) & (pixels[:, 0] < 60) & (pixels[:, 1] < 60)).sum() > 20  # blue drawn blue

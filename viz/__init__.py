@@ -29,10 +29,11 @@ from models.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from models.runtime import resolve_device  # noqa: E402
 from viz.backproject import Points, backproject, regular_grid  # noqa: E402
 from viz.capture import Capture, LayerCapture, capture  # noqa: E402
+from viz.classes import ClassNamesError, load_class_names, top_k  # noqa: E402
 from viz.geometry import METHODS  # noqa: E402
 from viz.notebook import Explorer, explore, figure  # noqa: E402
 from viz.preprocess import PreprocessError, preprocess, preprocess_scene  # noqa: E402
-from viz.samples import load_samples, load_scene_samples  # noqa: E402
+from viz.samples import load_samples, load_scene_samples, sample_photo  # noqa: E402
 from viz.stats import dilation_summary, effective_dilation, layer_points, on_digit_units, sampling_density  # noqa: E402
 from viz.user_model import load_user_model, prepare_for  # noqa: E402
 
@@ -65,6 +66,10 @@ __all__ = [
     "explore",
     "figure",
     "load_samples",
+    "sample_photo",
+    "ClassNamesError",
+    "load_class_names",
+    "top_k",
     "load_scene_samples",
     "Capture",
     "CheckpointError",

@@ -75,7 +75,9 @@ def grouped_points(repeats: int, device: torch.device | str = "cpu") -> None:
     for method in viz.METHODS:
         merged = time_runs(lambda m=method: viz.backproject(viz.capture(model, image), (8, 8), method=m), repeats)
         one = time_runs(lambda m=method: viz.backproject(viz.capture(model, image), (8, 8), method=m, group=0), repeats)
-        print(f"  {method:<8} capture + all groups: {spread(merged)} ms   capture + group 0 at the top: {spread(one)} ms")
+        print(
+            f"  {method:<8} capture + all groups: {spread(merged)} ms   capture + group 0 at the top: {spread(one)} ms"
+        )
 
 
 def support_views(repeats: int, device: torch.device | str = "cpu") -> None:

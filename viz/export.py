@@ -34,6 +34,7 @@ from models.catalog import twin_of
 from models.runtime import add_device_argument, describe_device, device_or_exit, use_all_cpu_threads
 from models.scenes import size_class
 from models.transforms import rotate_scale
+from viz.classes import top_k
 from viz.figures import (
     FigureSpec,
     adaptation_figure,
@@ -48,7 +49,7 @@ from viz.figures import (
 )
 from viz.render import FORMATS, render
 from viz.roi import roi_bins
-from viz.samples import load_samples, load_scene_samples
+from viz.samples import PHOTOS, load_samples, load_scene_samples, sample_photo
 from viz.scene_stats import pick_units
 from viz.user_model import add_model_arguments, model_from_args, prepare_for
 from viz.views import SUPPORT_VIEWS, EffectiveReceptiveField, support_figure
@@ -242,7 +243,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_arguments(p)
     add_device_argument(p)
     p.add_argument(
-        "--image", nargs="+", default=None, help="with --model: image files to show (default: the --digits samples)"
+        "--image",
+        nargs="+",
+        default=None,
+        help="with --model: image files to show, or a bundled colour photo by name ("
+        + ", ".join(PHOTOS)
+        + ") (default: the --digits samples)",
     )
     p.add_argument(
         "--unit",
@@ -284,11 +290,16 @@ def export_user_model(args: argparse.Namespace, out: Path) -> int:
             for path in args.image:
                 if path.isdigit() and not Path(path).exists():
                     raise ExportError(f"--image {path}: no such file (a bundled sample digit is --digits {path})")
-            inputs = [(prepare_for(model, path, args.prepare), str(path)) for path in args.image]
+            inputs = [
+                (prepare_for(model, sample_photo(path), args.prepare), f"bundled photo {path}")
+                if path in PHOTOS and not Path(path).exists()
+                else (prepare_for(model, path, args.prepare), str(path))
+                for path in args.image
+            ]
         else:
             digits = [load_digit(d) for d in args.digits]  # bundled samples (or files) in MNIST format
             inputs = [(prepare_for(model, digit[0].numpy(), args.prepare), source) for digit, source in digits]
-    except (DiscoveryError, viz.CheckpointError, viz.PreprocessError, ExportError) as exc:
+    except (DiscoveryError, viz.CheckpointError, viz.PreprocessError, viz.ClassNamesError, ExportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     wanted = [f for f in USER_FIGURES if f in (args.figure or USER_FIGURES)]
@@ -301,6 +312,9 @@ def export_user_model(args: argparse.Namespace, out: Path) -> int:
             print(f"error: --unit {unit} is outside the top layer's {cap.top.out_size} map", file=sys.stderr)
             return 1
         unit = unit or (cap.top.out_size[0] // 2, cap.top.out_size[1] // 2)
+        if cap.logits.dim() == 2:  # a classifier: what it reads in this image
+            best = top_k(cap.probabilities[0], model.class_names, 5)
+            print(f"{source}: predicts " + ", ".join(f"{name} {p:.1%}" for _, name, p in best), flush=True)
         makers = user_builders(cap, unit)
         folder = out if len(inputs) == 1 else out / f"image_{k}"
         for name in wanted:

@@ -64,7 +64,7 @@ class Layer:
 @dataclass
 class Panel:
     title: str
-    image: np.ndarray | None = None  # (H, W) in [0, 1], drawn grey in input-pixel axes
+    image: np.ndarray | None = None  # (H, W) grey or (H, W, 3) colour, in [0, 1], in input-pixel axes
     layers: list[Layer] = field(default_factory=list)
     xlabel: str = "x (input pixel)"
     ylabel: str = "y (input pixel)"
@@ -88,7 +88,10 @@ class FigureSpec:
 
 
 def _img(cap: Capture, i: int = 0) -> np.ndarray:
-    return cap.images[i, 0].numpy()
+    """Image ``i`` as the model received it before normalisation: ``(H, W)`` grey, or
+    ``(H, W, 3)`` for a colour model."""
+    image = cap.images[i]
+    return image.permute(1, 2, 0).numpy() if image.shape[0] == 3 else image[0].numpy()
 
 
 def _extent(cap: Capture) -> tuple[float, float, float, float]:
@@ -642,7 +645,6 @@ def unit_points_figure(
 
 
 # ---------------------------------------------------------------- what a unit really uses
-
 
 
 def box_layer(box: tuple[int, int, int, int], label: str, color: str = UNIT_GREEN) -> Layer:

@@ -86,9 +86,11 @@ def _mpl_panel(ax, panel: Panel, legend: bool = True) -> None:
     if panel.image is not None:
         h, w = panel.image.shape[:2]
         # the image keeps its own pixel frame; panel.extent only sets the axes (it may be larger)
-        ax.imshow(
-            panel.image, cmap="gray", vmin=0, vmax=1, extent=(-0.5, w - 0.5, h - 0.5, -0.5), interpolation="nearest"
-        )
+        frame = (-0.5, w - 0.5, h - 0.5, -0.5)
+        if panel.image.ndim == 3:  # colour, as the model received it
+            ax.imshow(np.clip(panel.image, 0, 1), extent=frame, interpolation="nearest")
+        else:
+            ax.imshow(panel.image, cmap="gray", vmin=0, vmax=1, extent=frame, interpolation="nearest")
     if panel.heat is not None:
         h, w = panel.heat.shape
         frame = panel.extent or (-0.5, w - 0.5, h - 0.5, -0.5)
@@ -280,12 +282,15 @@ def panel_traces(panel: Panel, shown: set[str] | None = None, colorbar: dict | N
     shown = shown if shown is not None else set()
     traces: list[dict] = []
     if panel.image is not None:
-        # 8-bit grey levels: a quarter of float32's bytes, and the screen shows no more
-        grey = np.round(np.clip(panel.image, 0, 1) * 255).astype(np.uint8)
-        traces.append(
-            {"type": "heatmap", "z": grey, "colorscale": "gray", "zmin": 0, "zmax": 255, "showscale": False,
-             "hoverinfo": "skip"}
-        )  # fmt: skip
+        # 8-bit levels: a quarter of float32's bytes, and the screen shows no more
+        levels = np.round(np.clip(panel.image, 0, 1) * 255).astype(np.uint8)
+        if levels.ndim == 3:  # colour: an image trace, pixel centres at integers like the heat map's
+            traces.append({"type": "image", "z": levels, "x0": 0, "y0": 0, "dx": 1, "dy": 1, "hoverinfo": "skip"})
+        else:
+            traces.append(
+                {"type": "heatmap", "z": levels, "colorscale": "gray", "zmin": 0, "zmax": 255, "showscale": False,
+                 "hoverinfo": "skip"}
+            )  # fmt: skip
     if panel.heat is not None:
         scale = {"hot": "Hot", "viridis": "Viridis"}.get(panel.heat_colors, panel.heat_colors)
         traces.append(

@@ -37,6 +37,21 @@ def load_samples() -> Samples:
         )
 
 
+#: Natural colour photos for colour models (CC0, from scikit-image's sample data: see the README there).
+PHOTOS_DIR = Path(__file__).resolve().parent / "data" / "photos"
+PHOTOS = {"chelsea": "a cat (Chelsea)", "coffee": "a cup of coffee"}
+
+
+def sample_photo(name: str):
+    """A bundled colour photo (``PIL.Image``, RGB) by name: one of :data:`PHOTOS`."""
+    from PIL import Image
+
+    if name not in PHOTOS:
+        raise ValueError(f"no bundled photo {name!r}; choose from {', '.join(PHOTOS)}")
+    with Image.open(PHOTOS_DIR / f"{name}.jpg") as img:
+        return img.convert("RGB")
+
+
 SCENES_FILE = Path(__file__).resolve().parent / "data" / "scene_test_samples.npz"
 #: How many of the fixed test scenes are bundled (the app and export work without MNIST).
 BUNDLED_SCENES = 48

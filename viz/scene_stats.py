@@ -85,9 +85,7 @@ def ink_boxes(image: Tensor, threshold: float = 0.3, join: int = 2, min_pixels: 
     return torch.tensor(boxes, dtype=torch.float32).view(-1, 4)
 
 
-def own_digit_fraction(
-    cap: Capture, boxes: Tensor, image: int = 0, method: str | None = None
-) -> tuple[Tensor, Tensor]:
+def own_digit_fraction(cap: Capture, boxes: Tensor, image: int = 0, method: str | None = None) -> tuple[Tensor, Tensor]:
     """For every top unit lying in a digit: the weighted fraction of its 9^L back-projected
     points (last level) that land inside its own digit's box. Weights count by their size
     (DCNv4's may be negative). ``method``: default ``bilinear``, or ``exact`` for grouped layers,

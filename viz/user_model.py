@@ -24,6 +24,7 @@ from torch import Tensor
 
 from models.discovery import DiscoveredModel, DiscoveryError, discover, import_factory, load_weights
 from models.runtime import resolve_device
+from viz.classes import load_class_names
 from viz.preprocess import PreprocessError, preprocess, preprocess_scene, to_ink
 
 #: Normalisation used when none is given: MNIST's for grey models, ImageNet's for colour ones.
@@ -42,19 +43,24 @@ def load_user_model(
     layers: list[str] | None = None,
     geometry: tuple[tuple[float, float], tuple[float, float]] | None = None,
     device: str | torch.device = "cpu",
+    classes: str | Path | list[str] | None = None,
 ) -> DiscoveredModel:
     """Build ``spec``'s model (``"package.module:factory"``, called without arguments), load
     ``weights`` (a state dict), and :func:`models.discovery.discover` it.
 
     ``mean`` / ``std`` default to MNIST's for 1 channel and ImageNet's for 3 (see
     :data:`DEFAULT_NORMALISATION`); pass ``0`` and ``1`` for none. Discovery probes the model
-    on the CPU; it then runs on ``device`` (``"auto"``: the GPU when there is one).
+    on the CPU; it then runs on ``device`` (``"auto"``: the GPU when there is one). ``classes``:
+    the output classes' names (a list, ``"imagenet"``, or a file: :func:`viz.load_class_names`),
+    kept as ``model.class_names``.
 
     Raises:
         models.discovery.DiscoveryError: bad spec, no deformable layer, layers that cannot be
             back-projected (the message names them).
         models.CheckpointError: weights that cannot be read or do not fit.
+        viz.ClassNamesError: class names that cannot be read.
     """
+    names = None if classes is None else list(classes) if isinstance(classes, list) else load_class_names(classes)
     factory = import_factory(spec)
     try:
         model = factory()
@@ -74,7 +80,8 @@ def load_user_model(
         layers=layers,
         geometry=geometry,
     )
-    found.source = f"{spec}" + (f" with {Path(weights).name}" if weights is not None else " (untrained weights)")  # type: ignore[assignment]
+    found.source = f"{spec}" + (f" with {Path(weights).name}" if weights is not None else " (untrained weights)")
+    found.class_names = names
     return found.to(resolve_device(device))
 
 
@@ -153,6 +160,13 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         help="the bottom layer's input map: pixel position of unit (0, 0) (with --pixel-stride)",
     )  # fmt: skip
     g.add_argument("--prepare", choices=PREPARE_MODES, default="auto", help="how images become inputs (default auto)")
+    g.add_argument(
+        "--classes",
+        metavar="FILE|imagenet",
+        default=None,
+        help="names of its output classes, so predictions read as names: a text file with one per line, a JSON "
+        "list, or imagenet (torchvision's 1,000 ImageNet category names)",
+    )
 
 
 def model_from_args(args: argparse.Namespace) -> DiscoveredModel | None:
@@ -176,6 +190,7 @@ def model_from_args(args: argparse.Namespace) -> DiscoveredModel | None:
         args.layers,
         geometry,  # type: ignore[arg-type]
         device=getattr(args, "device", "cpu"),
+        classes=getattr(args, "classes", None),
     )
 
 

@@ -136,7 +136,9 @@ class EffectiveReceptiveField(View):
 
 class EffectiveSamplingLocations(View):
     name = "effective sampling locations"
-    caption = "the unit's sampling points sized and shaded by gradient x sampled value: the samples that matter stand out"
+    caption = (
+        "the unit's sampling points sized and shaded by gradient x sampled value: the samples that matter stand out"
+    )
 
     def compute(self, model, cap, unit, method=BILINEAR, levels=None, group=None):
         from viz.support import point_attributions, unit_support
@@ -147,7 +149,9 @@ class EffectiveSamplingLocations(View):
 
     def panel(self, result, title, unit):
         layer, top = esl_layer(result["pts"], result["attributions"])
-        return image_panel(f"{title}: ESL, {top}/{len(layer.x)} hold half", result["cap"], 0, [layer, _unit_mark(result["cap"], unit)])
+        return image_panel(
+            f"{title}: ESL, {top}/{len(layer.x)} hold half", result["cap"], 0, [layer, _unit_mark(result["cap"], unit)]
+        )
 
     def plain(self, result):
         layer, top = esl_layer(result["pts"], result["attributions"])
@@ -169,7 +173,10 @@ class SaliencyRegion(View):
         region, cap = result["region"], result["cap"]
         label = f"saliency region (response within {100 * region.tol:.0f}%)"
         return image_panel(
-            f"{title}: saliency {region.area} px", cap, 0, [box_layer(region.box, label, POINT_RED), _unit_mark(cap, unit)]
+            f"{title}: saliency {region.area} px",
+            cap,
+            0,
+            [box_layer(region.box, label, POINT_RED), _unit_mark(cap, unit)],
         )
 
     def plain(self, result):

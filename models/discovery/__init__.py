@@ -33,7 +33,6 @@ layers and works out everything the contract (``models.contract``) needs:
    refused with a message naming both layers; ``layers=[names]`` picks a stacked subset.
 """
 
-
 from __future__ import annotations
 
 from models.discovery.errors import DiscoveryError

@@ -55,6 +55,8 @@ class DiscoveredModel(nn.Module):
         self.found: list[FoundLayer] = []
         self.geometry_method = ""
         self.arch = "user"
+        self.source = type(model).__name__  # where it came from, in words (set by the loader)
+        self.class_names: list[str] | None = None  # names of the output classes, when the user gave them
 
     def forward(self, images: Tensor) -> Tensor:
         if images.shape[1] == 1 and self.in_channels > 1:

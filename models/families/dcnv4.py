@@ -97,9 +97,7 @@ def regular_forward(module: nn.Module, args: tuple[Any, ...], kwargs: Mapping[st
     p = layer_params(module)
     grid = grid_tensor(p, args[0].dtype)
     ones = torch.ones(p["group"], grid.shape[0])
-    return around_core(
-        module, args, kwargs, lambda v: regular_sample(v, grid, ones, p["stride"], tuple(v.shape[1:3]))
-    )
+    return around_core(module, args, kwargs, lambda v: regular_sample(v, grid, ones, p["stride"], tuple(v.shape[1:3])))
 
 
 def gated_forward(
