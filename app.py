@@ -250,7 +250,7 @@ with left:
         up = st.file_uploader("Image of a digit", type=list(ia.UPLOAD_TYPES), key="upload")
         if up is not None:
             try:
-                img, notes = ia.decode_image(up.getvalue(), up.name)
+                img, notes = ia.decode_ink_image(up.getvalue(), up.name)
                 for n in notes:
                     st.caption(n)
                 st.image(ia.preview(img), caption="uploaded")

@@ -19,7 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor, nn
 
 from viz.capture import Capture, capture
-from viz.preprocess import MAX_PIXELS, preprocess
+from viz.preprocess import MAX_PIXELS, ink_notes, preprocess
 from viz.stats import centre_unit
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
@@ -69,6 +69,13 @@ def decode_image(data: bytes, name: str = "upload") -> tuple[Image.Image, list[s
     if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
         notes.append("Transparent image: the opaque strokes are taken as the digit.")
     return img, notes
+
+
+def decode_ink_image(data: bytes, name: str = "upload") -> tuple[Image.Image, list[str]]:
+    """:func:`decode_image` for pages that read strokes (digits, scenes, grey models): the notes
+    also say when the picture was inverted or its paper cleaned (``viz.preprocess.ink_notes``)."""
+    img, notes = decode_image(data, name)
+    return img, notes + ink_notes(img)
 
 
 def preview(img: Image.Image, box: int = 140) -> Image.Image:

@@ -128,7 +128,7 @@ def _uploaded_input() -> SceneInput | None:
         st.info("Upload a PNG, JPEG, BMP, GIF or WebP picture of a few digits.")
         return None
     try:
-        img, notes = ia.decode_image(up.getvalue(), up.name)
+        img, notes = ia.decode_ink_image(up.getvalue(), up.name)
         for n in notes:
             st.caption(n)
         image = preprocess_scene(img, SCENE_SIZE)
@@ -169,7 +169,13 @@ def _set_unit(unit: tuple[int, int]) -> None:
 
 
 def views(
-    a, models: tuple[nn.Module, nn.Module], names: tuple[str, str], unit, view: str, method: str, levels: int,
+    a,
+    models: tuple[nn.Module, nn.Module],
+    names: tuple[str, str],
+    unit,
+    view: str,
+    method: str,
+    levels: int,
     group: int | None,
 ) -> list[dict]:
     """A view's results for a unit of both models, kept per analysis (a few per session): the

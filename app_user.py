@@ -50,7 +50,8 @@ def _input(model: DiscoveredModel) -> tuple[torch.Tensor, str] | None:
         if up is None:
             st.info("Upload a PNG, JPEG, BMP, GIF or WebP image.")
             return None
-        img, notes = ia.decode_image(up.getvalue(), up.name)
+        decode = ia.decode_ink_image if model.in_channels == 1 else ia.decode_image  # grey models read strokes
+        img, notes = decode(up.getvalue(), up.name)
         for n in notes:
             st.caption(n)
         st.image(ia.preview(img), caption="uploaded")

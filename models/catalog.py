@@ -17,6 +17,7 @@ TWINS: dict[str, tuple[str, str]] = {
     "scene_deform": ("scene_regular", "scenes: DCNv1, per-pixel digit classes on 64x64 canvases"),
     "scene_deform2": ("scene_regular", "scenes: DCNv2 (modulated), per-pixel digit classes on 64x64 canvases"),
     "scene_dcnv3": ("scene_regular", "scenes: DCNv3 (InternImage's layer, 4 groups), per-pixel digit classes"),
+    "scene_dcnv4": ("scene_regular", "scenes: DCNv4 (FlashInternImage's layer, 4 groups), per-pixel digit classes"),
     "roi_deform": ("roi_regular", "RoI classification on scenes: deformable RoI pooling vs RoI Align"),
     "deform_rts": ("regular_rts", "digits: DCNv1, trained on rotated/translated/scaled digits"),
     "deform_plain": ("regular_plain", "digits: DCNv1, trained on plain digits"),

@@ -236,3 +236,18 @@ def test_only_the_open_tab_runs_and_choices_survive_a_tab_switch():
     at.run()
     assert at.radio(key="digit_view").value == VIEWS[1]  # the view chosen before the switch
     assert at.slider(key="unit_row").value == 4 and any("Unit (4, " in c.value for c in at.caption)
+
+
+def test_a_photo_of_a_digit_on_paper_is_cleaned_and_says_so():
+    from tests.test_preprocess import paper_photo
+
+    strokes = 1 - np.asarray(_seven(size=200), dtype=np.float64) / 255  # _seven draws dark on white
+    strokes = np.pad(strokes, ((30, 30), (60, 60)))
+    photo = Image.fromarray((paper_photo(strokes) * 255).astype(np.uint8))
+    at = _upload(_png(photo.convert("RGB"), "JPEG"), "photo.jpg")
+    assert _metric(at, "Deformable predicts") == "7"
+    said = " | ".join(c.value for c in at.caption)
+    assert "inverted to white on black" in said and "Uneven paper" in said
+    at = _upload(_png(Image.fromarray(255 - np.asarray(_seven()))), "white_on_black.png")
+    said = " | ".join(c.value for c in at.caption)
+    assert "inverted" not in said and "Uneven paper" not in said

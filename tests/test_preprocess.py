@@ -149,3 +149,61 @@ def test_preprocess_scene_keeps_sizes_and_places():
     tall = (scene[0, :, 5:10] > 0.5).any(1).sum()
     small = (scene[0, :, 50:53] > 0.5).any(1).sum()
     assert abs(int(tall) - 20) <= 1 and abs(int(small) - 5) <= 1
+
+
+def paper_photo(strokes: np.ndarray, seed: int = 0) -> np.ndarray:
+    """``strokes`` (H, W) in [0, 1] photographed on paper: dark ink, light paper lit unevenly
+    (a gradient of 0.33 across) with a blurred texture, like a phone photo of a written digit."""
+    from PIL import ImageFilter
+
+    h, w = strokes.shape
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    noise = Image.fromarray((rng.normal(0.5, 0.2, (h, w)) * 255).clip(0, 255).astype(np.uint8))
+    texture = np.asarray(noise.filter(ImageFilter.GaussianBlur(1.5)), dtype=np.float64) / 255 - 0.5
+    paper = 0.62 + 0.25 * xx / w + 0.08 * yy / h + 0.15 * texture
+    return np.clip(paper * (1 - 0.75 * strokes), 0, 1)
+
+
+def _photo_of_seven() -> tuple[np.ndarray, np.ndarray]:
+    strokes = np.asarray(_seven(size=240), dtype=np.float64) / 255
+    strokes = np.pad(strokes, ((40, 40), (80, 80)))  # 320x400, the seven in the middle
+    return strokes, paper_photo(strokes)
+
+
+def test_a_photo_on_uneven_paper_is_cleaned_to_a_digit_on_black(monkeypatch):
+    from viz.preprocess import ink_notes, to_ink
+
+    strokes, photo = _photo_of_seven()
+    from PIL import ImageFilter
+
+    near = Image.fromarray((strokes > 0).astype(np.uint8)).filter(ImageFilter.MaxFilter(31))
+    far = np.asarray(near) == 0  # paper at least 15 px from any stroke
+    ink = to_ink(photo)
+    assert ink[far].mean() < 0.01 and ink[far].max() < 0.1  # the paper is gone
+    assert ink[strokes > 0.9].mean() > 0.6  # the strokes are kept
+    assert ink_notes(photo) == [
+        "Dark strokes on a light background: inverted to white on black, as MNIST.",
+        "Uneven paper (shading or texture): its brightness was estimated and removed before scaling.",
+    ]
+    _check_mnist_like(preprocess(photo))
+    # without the cleaning (a threshold no paper reaches), the shading stays as a grey box
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("viz.preprocess"), "UNEVEN_PAPER", 10.0)
+    old = to_ink(photo)[far]
+    assert old.max() > 0.2 and old.mean() > 0.03
+
+
+def test_notes_say_only_what_was_done():
+    from viz.preprocess import ink_notes
+
+    white_on_black = np.asarray(_seven(), dtype=np.float64) / 255
+    assert ink_notes(white_on_black) == []
+    assert ink_notes(1 - white_on_black) == [
+        "Dark strokes on a light background: inverted to white on black, as MNIST."
+    ]
+    rgba = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    ImageDraw.Draw(rgba).line([(10, 10), (50, 50)], fill=(0, 0, 0, 255), width=6)
+    assert ink_notes(rgba) == []  # a drawing on transparency: nothing inverted or cleaned
+    assert ink_notes(np.zeros((2, 2))) == []  # unusable: to_ink itself says why

@@ -68,6 +68,19 @@ def _array_to_float(arr: np.ndarray) -> np.ndarray:
 
 def _ink(arr: np.ndarray) -> np.ndarray:
     """Ink strength in [0, 1] (digit bright), from grey / RGB / with alpha."""
+    grey, alpha = _grey_alpha(arr)
+    if alpha is not None and alpha.min() < 0.99:
+        # Transparency carries the drawing (a canvas, a cut-out digit): ink = opacity times
+        # the stroke's contrast against the opposite polarity; fully transparent = background.
+        opaque = alpha > 0.5
+        if opaque.any() and grey[opaque].mean() > 0.5:
+            return alpha * grey  # light strokes
+        return alpha * (1.0 - grey)  # dark strokes
+    return _ink_on_paper(grey)[0]
+
+
+def _grey_alpha(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Grey levels ``(H, W)`` and the alpha channel (or None) of a picture array."""
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[..., 0]
     if arr.ndim == 2:
@@ -79,17 +92,62 @@ def _ink(arr: np.ndarray) -> np.ndarray:
         grey, alpha = arr @ np.array([0.299, 0.587, 0.114]), None
     else:
         raise PreprocessError(f"image array must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got shape {arr.shape}")
-    if alpha is not None and alpha.min() < 0.99:
-        # Transparency carries the drawing (a canvas, a cut-out digit): ink = opacity times
-        # the stroke's contrast against the opposite polarity; fully transparent = background.
-        opaque = alpha > 0.5
-        if opaque.any() and grey[opaque].mean() > 0.5:
-            return alpha * grey  # light strokes
-        return alpha * (1.0 - grey)  # dark strokes
+    return grey, alpha
+
+
+#: Paper whose brightness varies more than this (std on 0..1, away from the strokes) is
+#: cleaned: its own brightness is estimated and removed before thresholding.
+UNEVEN_PAPER = 0.03
+
+
+def _ink_on_paper(grey: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Ink ``(H, W)`` (not yet scaled to its peak) of a grey picture without transparency, and
+    notes on what was done. Polarity comes from the border; an uneven background (a photo of
+    paper: shading, texture) is removed locally and its remaining noise thresholded, so the
+    digit does not sit in a grey box."""
     border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
     background = float(np.median(border))
-    ink = grey - background if background < 0.5 else background - grey
-    return np.clip(ink, 0.0, None)
+    light_paper = background >= 0.5
+    signed = grey if light_paper else 1.0 - grey  # the paper bright, the ink dark
+    ink = np.clip((background if light_paper else 1.0 - background) - signed, 0.0, None)
+    notes = ["Dark strokes on a light background: inverted to white on black, as MNIST."] if light_paper else []
+    peak = float(ink.max())
+    paper = ink < 0.5 * peak if peak > 0 else np.ones_like(ink, dtype=bool)
+    if peak < MIN_CONTRAST or float(signed[paper].std()) <= UNEVEN_PAPER:
+        return ink, notes
+    # The paper's own brightness: a high percentile per coarse cell (cells wider than a stroke,
+    # so most of each cell is paper), smoothed over neighbouring cells and brought back to size.
+    h, w = signed.shape
+    cell = max(2, round(max(h, w) / 16))
+    gh, gw = -(-h // cell), -(-w // cell)
+    padded = np.pad(signed, ((0, gh * cell - h), (0, gw * cell - w)), mode="edge")
+    cells = np.percentile(padded.reshape(gh, cell, gw, cell).transpose(0, 2, 1, 3).reshape(gh, gw, -1), 90, axis=2)
+    cells = np.pad(cells, 1, mode="edge")
+    cells = np.max([cells[i : i + gh, j : j + gw] for i in range(3) for j in range(3)], axis=0)  # ink-free
+    paper_level = np.asarray(
+        Image.fromarray(cells.astype(np.float32), mode="F").resize((w, h), Image.Resampling.BILINEAR),
+        dtype=np.float64,
+    )
+    ink = np.clip(paper_level - signed, 0.0, None)
+    # What is left of the texture is small and everywhere: subtract a noise floor read from the
+    # paper (median plus a few robust deviations), keeping strokes' shading above it.
+    rest = ink[ink < 0.5 * float(ink.max())]
+    floor = float(np.median(rest) + 4.0 * 1.4826 * np.median(np.abs(rest - np.median(rest)))) if rest.size else 0.0
+    ink = np.clip(ink - floor, 0.0, None)
+    notes.append("Uneven paper (shading or texture): its brightness was estimated and removed before scaling.")
+    return ink, notes
+
+
+def ink_notes(image: Image.Image | np.ndarray | Tensor) -> list[str]:
+    """What :func:`to_ink` does to this picture beyond reading it, in words for the user (an
+    inversion, a cleaned background); empty for a clean white-on-black digit or a drawing."""
+    try:
+        grey, alpha = _grey_alpha(_as_array(image))
+    except PreprocessError:
+        return []  # to_ink says what is wrong
+    if alpha is not None and alpha.min() < 0.99:
+        return []  # transparency carries the drawing
+    return _ink_on_paper(grey)[1]
 
 
 #: Images with more pixels than this are refused (the app's upload guard uses the same limit).
@@ -98,18 +156,8 @@ MAX_PIXELS = 16_000_000
 SCENE_SIZE = 64
 
 
-def to_ink(image: Image.Image | np.ndarray | Tensor) -> np.ndarray:
-    """Any picture -> ink strength ``(H, W)`` float64 in [0, 1], 1 = strongest ink.
-
-    Accepts a PIL image (any mode: grey, RGB, RGBA/transparent, palette, CMYK, 16-bit; the first
-    frame of an animation; EXIF orientation applied), a numpy array ``(H, W)``,
-    ``(H, W, 1|3|4)`` of integers, floats ([0, 1] or [0, 255]) or booleans, or a torch tensor of
-    the same layouts (or ``(C, H, W)``). Dark-on-light and light-on-dark are both handled
-    (polarity is read from the border), and so is a drawing on a transparent background.
-
-    Raises:
-        PreprocessError: empty, blank or huge image, unsupported type, shape or values.
-    """
+def _as_array(image: Image.Image | np.ndarray | Tensor) -> np.ndarray:
+    """Any accepted picture -> float array in [0, 1], ``(H, W)`` or ``(H, W, C)``, checked."""
     if isinstance(image, Image.Image):
         w, h = image.size
         if w * h > MAX_PIXELS:
@@ -132,7 +180,22 @@ def to_ink(image: Image.Image | np.ndarray | Tensor) -> np.ndarray:
         raise PreprocessError(f"image of shape {arr.shape} is too small or not 2-D (need at least 4x4 pixels)")
     if arr.shape[0] * arr.shape[1] > MAX_PIXELS:
         raise PreprocessError(f"image of shape {arr.shape[:2]} is too large (limit {MAX_PIXELS / 1e6:.0f} megapixels)")
-    ink = _ink(arr)
+    return arr
+
+
+def to_ink(image: Image.Image | np.ndarray | Tensor) -> np.ndarray:
+    """Any picture -> ink strength ``(H, W)`` float64 in [0, 1], 1 = strongest ink.
+
+    Accepts a PIL image (any mode: grey, RGB, RGBA/transparent, palette, CMYK, 16-bit; the first
+    frame of an animation; EXIF orientation applied), a numpy array ``(H, W)``,
+    ``(H, W, 1|3|4)`` of integers, floats ([0, 1] or [0, 255]) or booleans, or a torch tensor of
+    the same layouts (or ``(C, H, W)``). Dark-on-light and light-on-dark are both handled
+    (polarity is read from the border), and so is a drawing on a transparent background.
+
+    Raises:
+        PreprocessError: empty, blank or huge image, unsupported type, shape or values.
+    """
+    ink = _ink(_as_array(image))
     peak = float(ink.max())
     if peak < MIN_CONTRAST:
         raise PreprocessError("the image is empty: no digit found (blank canvas or uniform image)")
