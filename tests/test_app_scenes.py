@@ -162,3 +162,14 @@ def test_the_dcnv3_scene_model_offers_its_groups():
     at.selectbox(key="scene_group").set_value("group 1 at the top").run()
     assert not at.exception, [e.message for e in at.exception]
     assert "11664 sampling points at level 3" in _captions(at)
+
+
+def test_the_dcnv4_scene_model_offers_its_groups_and_signed_weights():
+    at = _run()
+    at.selectbox(key="scene_model").set_value("scene_dcnv4").run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert at.selectbox(key="scene_group").value == "all groups"
+    assert "46656 sampling points at level 3" in _captions(at) and "FlashInternImage's DCNv4" in _captions(at)
+    at.selectbox(key="scene_group").set_value("group 3 at the top").run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert "11664 sampling points at level 3" in _captions(at)
