@@ -42,9 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"  capture alone: {spread(time_runs(lambda: viz.capture(model, image), args.repeats))}")
     for method in viz.METHODS:
-        one = time_runs(lambda m=method: viz.backproject(viz.capture(model, image), (7, 7), method=m), args.repeats)
+        one = time_runs(
+            lambda m=method, model=model: viz.backproject(viz.capture(model, image), (7, 7), method=m), args.repeats
+        )
         reps = max(3, args.repeats // 4)
-        every = time_runs(lambda m=method: viz.backproject(viz.capture(model, image), "all", method=m), reps)
+        every = time_runs(
+            lambda m=method, model=model: viz.backproject(viz.capture(model, image), "all", method=m), reps
+        )
         print(
             f"  {method:<8} capture + one unit (729 samples): {spread(one)}   capture + all 196 units: {spread(every)}"
         )
@@ -56,28 +60,36 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def grouped_points(repeats: int, device: torch.device | str = "cpu") -> None:
-    """A 4-group DCNv3 scene model (the shipped ``scene_dcnv3``, or an untrained one with moved
-    offsets where it is not shipped): capture + level-3 points of one unit, all groups merged
-    (36^3 = 46,656 samples) and one group at the top. Goal: under 50 ms, all groups merged."""
+    """The 4-group scene models (the shipped ``scene_dcnv3`` and ``scene_dcnv4``, or untrained
+    ones with moved offsets where they are not shipped): capture + level-3 points of one unit, all
+    groups merged (36^3 = 46,656 samples) and one group at the top. Goal: under 50 ms, all groups
+    merged."""
     from models.scene_nets import SceneNet
 
-    if "scene_dcnv3" in viz.shipped_checkpoints():
-        model, what = viz.load("scene_dcnv3", device), "scene_dcnv3"
-    else:
-        torch.manual_seed(0)
-        model, what = SceneNet("dcnv3").eval(), "an untrained 4-group DCNv3 scene model"
-        for name, param in model.named_parameters():
-            if any(part in ("offset", "mask") for part in name.split(".")[:-1]):
-                torch.nn.init.normal_(param, std=0.05)
-        model.to(device)
     image = torch.rand(1, 1, 64, 64, generator=torch.Generator().manual_seed(0))
-    print(f"grouped layers ({what}; one unit, level 3):")
-    for method in viz.METHODS:
-        merged = time_runs(lambda m=method: viz.backproject(viz.capture(model, image), (8, 8), method=m), repeats)
-        one = time_runs(lambda m=method: viz.backproject(viz.capture(model, image), (8, 8), method=m, group=0), repeats)
-        print(
-            f"  {method:<8} capture + all groups: {spread(merged)} ms   capture + group 0 at the top: {spread(one)} ms"
-        )
+    for arch in ("dcnv3", "dcnv4"):
+        name = f"scene_{arch}"
+        if name in viz.shipped_checkpoints():
+            model, what = viz.load(name, device), name
+        else:
+            torch.manual_seed(0)
+            model, what = SceneNet(arch).eval(), f"an untrained 4-group {arch.upper()} scene model"
+            for pname, param in model.named_parameters():
+                if any(part in ("offset", "mask", "offset_mask") for part in pname.split(".")[:-1]):
+                    torch.nn.init.normal_(param, std=0.05)
+            model.to(device)
+        print(f"grouped layers ({what}; one unit, level 3):")
+        for method in viz.METHODS:
+            merged = time_runs(
+                lambda m=method, model=model: viz.backproject(viz.capture(model, image), (8, 8), method=m), repeats
+            )
+            one = time_runs(
+                lambda m=method, model=model: viz.backproject(viz.capture(model, image), (8, 8), method=m, group=0),
+                repeats,
+            )
+            print(
+                f"  {method:<8} capture + all groups: {spread(merged)} ms   capture + group 0 at the top: {spread(one)} ms"
+            )
 
 
 def support_views(repeats: int, device: torch.device | str = "cpu") -> None:
