@@ -18,7 +18,7 @@ import app_inputs as ia
 import viz
 from app_unit import group_choice, unit_chart, unit_sliders
 from models.discovery import DiscoveredModel
-from viz.classes import top_k
+from viz.classes import names_mismatch, top_k
 from viz.figures import (
     count_note,
     family_note,
@@ -93,6 +93,8 @@ def page(model: DiscoveredModel, levels: int, method: str) -> None:
         st.image(shown_image, caption=f"model input ({source})", width=140, clamp=True)
         if cap.logits.dim() == 2:
             best = top_k(cap.probabilities[0], model.class_names, 5)
+            if mismatch := names_mismatch(model.class_names, cap.logits.shape[1]):
+                st.caption(mismatch)
             st.metric("Your model predicts", best[0][1])
             st.caption(
                 "Top 5: " + ", ".join(f"{name} {p:.1%}" for _, name, p in best)

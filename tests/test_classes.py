@@ -54,3 +54,10 @@ def test_top_k_orders_by_probability_and_names_them():
     assert [name for _, name, _ in top_k(p, None, 2)] == ["1", "3"]  # no names: the index
     assert len(top_k(p, None, 10)) == 5
     assert class_name(7, ["x"]) == "7" and class_name(0, ["x"]) == "x"
+
+
+def test_names_that_do_not_fit_the_model_are_said():
+    from viz.classes import names_mismatch
+
+    assert names_mismatch(None, 10) is None and names_mismatch(["a"] * 10, 10) is None
+    assert names_mismatch(["a"] * 1000, 10).startswith("1000 class names were given for a model with 10 outputs")

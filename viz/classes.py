@@ -66,6 +66,16 @@ def class_name(index: int, names: list[str] | None) -> str:
     return names[index] if names is not None and 0 <= index < len(names) else str(index)
 
 
+def names_mismatch(names: list[str] | None, num_classes: int) -> str | None:
+    """A sentence when the class names do not fit the model's output, else None."""
+    if names is None or len(names) == num_classes:
+        return None
+    return (
+        f"{len(names)} class names were given for a model with {num_classes} outputs: "
+        "names are matched by index, and outputs without a name show their number."
+    )
+
+
 def top_k(probabilities: Tensor, names: list[str] | None = None, k: int = 5) -> list[tuple[int, str, float]]:
     """The ``k`` most probable classes of one prediction ``(num_classes,)``, most probable first,
     as (index, name, probability)."""
@@ -74,4 +84,4 @@ def top_k(probabilities: Tensor, names: list[str] | None = None, k: int = 5) -> 
     return [(int(i), class_name(int(i), names), float(v)) for v, i in zip(values, indices, strict=True)]
 
 
-__all__ = ["BUILTIN", "ClassNamesError", "class_name", "load_class_names", "top_k"]
+__all__ = ["BUILTIN", "ClassNamesError", "class_name", "load_class_names", "names_mismatch", "top_k"]
