@@ -160,9 +160,10 @@ def write_report(out: Path, runs: list[dict[str, Any]], settings: dict[str, Any]
         + "; combined conditions draw each part independently."
     ]
     lines += [f"- Test sets: the full test split transformed with seed {TEST_SEED}, identical for every model."]
-    for key in ("train_data", "test_data", "epochs", "batch_size", "lr", "threads", "device", "machine"):
+    for key in ("train_data", "test_data", "epochs", "batch_size", "lr", "engine", "threads", "device", "machine"):
         if key in settings:
-            lines.append(f"- {key.replace('_', ' ')}: {settings[key]}")
+            name = "threads per trial" if key == "threads" else key.replace("_", " ")
+            lines.append(f"- {name}: {settings[key]}")
     lines.append(f"- Runs finished: {len(runs)}")
     (out / "results.md").write_text("\n".join(lines) + "\n")
     _plot(out / "accuracy_by_condition.png", runs, archs, conds, names)

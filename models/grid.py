@@ -116,6 +116,9 @@ def save_trial_model(model: torch.nn.Module, path: Path, record: dict[str, Any])
 
 
 def _error_line(exc: BaseException) -> str:
+    """``Type: message`` of the exception at the root (Ray wraps a trial's own in its task error)."""
+    while isinstance(getattr(exc, "cause", None), BaseException):
+        exc = exc.cause  # type: ignore[attr-defined]
     lines = traceback.format_exception_only(type(exc), exc)
     return lines[-1].strip() if lines else repr(exc)
 
