@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from models.checkpoint import save_checkpoint
 from models.data import Split
+from models.runtime import keep_freed_memory
 from models.training import TrainConfig, accuracy, config_dict, model_config, train
 
 #: ``(record, model)`` of one trained and tested job
@@ -215,6 +216,7 @@ def _tune_trial(
     from ray import tune
 
     torch.set_num_threads(settings.threads)
+    keep_freed_memory()  # as the local engine's process does: without it every large block is mapped afresh
     if settings.device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("the trial was given a GPU by Ray but torch sees none (CUDA_VISIBLE_DEVICES?)")
     record, model = trial_fn(config["job"], train_split, test_split, settings)

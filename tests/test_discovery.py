@@ -104,12 +104,50 @@ def test_residual_bottlenecks_count_as_stacked_and_the_grid_is_not_size_division
     assert _grid(found) == [((2.0, 2.0), (0.0, 0.0))] * 3
 
 
+def test_fields_cut_by_the_border_on_one_side_are_placed_from_their_free_edges():
+    # at 14x14 the central units' fields (13 px) touch the border, each on one side only: their
+    # free edges place the grid without a larger image
+    front = [nn.Conv2d(1, 4, 5, padding=2), nn.Conv2d(4, 4, 5, padding=2), nn.Conv2d(4, 4, 5, padding=2)]
+    found = discover(FrontAndStack(front, [TvPair(4, 4), TvPair(4, 4)]), 14, mean=0.0, std=1.0)
+    assert _grid(found) == [((1.0, 1.0), (0.0, 0.0))] * 2
+    assert "probe image" not in found.geometry_method
+
+
 def test_the_probe_grows_the_image_when_receptive_fields_cover_it():
-    # at 12x12 every unit's field (13 px) touches the border; the probe enlarges the image
+    # at 12x12 the central units' fields (13 px) are cut on both sides; the probe enlarges the image
     front = [nn.Conv2d(1, 4, 5, padding=2), nn.Conv2d(4, 4, 5, padding=2), nn.Conv2d(4, 4, 5, padding=2)]
     found = discover(FrontAndStack(front, [TvPair(4, 4), TvPair(4, 4)]), 12, mean=0.0, std=1.0)
     assert _grid(found) == [((1.0, 1.0), (0.0, 0.0))] * 2
     assert "probe image 24x24" in found.geometry_method
+
+
+def test_one_forward_and_one_backward_of_one_image_per_probed_unit():
+    from models.discovery.probe import PROBE_LOG
+
+    found = discover(dcn_resnet(), 28)
+    assert len(PROBE_LOG) == 1  # linearised: no second, thorough probe was needed
+    images, size, how = PROBE_LOG[0]
+    assert (size, how) == ((28, 28), "linearised")
+    assert images == 2 * (3 + 2)  # 2 images for each of 3 central units of the bottom layer and 2 pairs above
+    assert _grid(found) == [((2.0, 2.0), (0.0, 0.0))] * 3
+
+
+class GatedReLU(nn.Module):
+    """A ReLU the linearised probe does not know: it blocks the gradient where its input is negative."""
+
+    def forward(self, x):
+        return x * (x > 0)
+
+
+def test_a_nonlinearity_the_fast_probe_does_not_know_falls_back_to_the_thorough_probe():
+    from models.discovery.probe import PROBE_LOG
+
+    torch.manual_seed(0)
+    front = [nn.Conv2d(1, 4, 3, padding=1), GatedReLU(), nn.Conv2d(4, 4, 3, padding=1), GatedReLU()]
+    found = discover(FrontAndStack(front, [TvPair(4, 4), TvPair(4, 4)]), 24, mean=0.0, std=1.0)
+    assert _grid(found) == [((1.0, 1.0), (0.0, 0.0))] * 2
+    # in its one image a gate blocked part of a field: the union over 8 images per unit decided
+    assert [how for _, _, how in PROBE_LOG] == ["linearised", "8 images per unit"]
 
 
 def test_given_geometry_overrides_the_probe():

@@ -154,3 +154,37 @@ def test_a_killed_ray_grid_resumes_without_rerunning_or_losing_a_trial(mnist_dir
         assert ran[name] == [experiments[0]]
     for name in set(names) - before:
         assert experiments[1] in ran[name]
+
+
+def _dying_trial_fn(marker_dir: Path, victim: str):
+    """A trial function whose worker process dies (SIGKILL, as a lost node's would) on the
+    victim's first attempt."""
+
+    def trial_fn(job, train_split, test_split, settings):
+        name = grid.job_name(job)
+        marker_dir.mkdir(parents=True, exist_ok=True)
+        attempt = len(list(marker_dir.glob(f"{name}.*"))) + 1
+        (marker_dir / f"{name}.{attempt}").write_text(str(os.getpid()))
+        if name == victim and attempt == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return grid.run_trial(job, train_split, test_split, settings)
+
+    return trial_fn
+
+
+@pytest.mark.slow
+def test_a_trial_whose_worker_dies_is_run_again(ray_session, mnist_dir, tmp_path):
+    out, markers = tmp_path / "exp", tmp_path / "attempts"
+    fn = _dying_trial_fn(markers, "mnist-deform-none-seed1")
+    args = _args(mnist_dir, out, "--engine", "ray", "--workers", "2", "--retries", "1")
+    assert experiment.main(args, trial_fn=fn) == 0
+    assert sorted(grid.job_name(r) for r in _records(out)) == [
+        "mnist-deform-none-seed0", "mnist-deform-none-seed1", "mnist-deform-rotate-seed0", "mnist-deform-rotate-seed1"
+    ]  # fmt: skip
+    attempts = sorted(p.name for p in markers.iterdir())
+    assert [a for a in attempts if a.startswith("mnist-deform-none-seed1")] == [
+        "mnist-deform-none-seed1.1",
+        "mnist-deform-none-seed1.2",
+    ]
+    dead, alive = (int((markers / f"mnist-deform-none-seed1.{i}").read_text()) for i in (1, 2))
+    assert dead != alive  # the second attempt ran in a new worker process
