@@ -93,7 +93,10 @@ def cli_args() -> argparse.Namespace:
     return p.parse_known_args(sys.argv[1:])[0]
 
 
-@st.cache_resource(show_spinner="Finding your model's deformable layers...")
+@st.cache_resource(
+    show_spinner="Loading your model, finding its deformable layers (one forward pass) and probing where they sit "
+    "on the image (one forward and one backward pass of a few images)..."
+)
 def load_user_model(argv: tuple[str, ...]):
     # Keyed by the command line, shared by every session like the shipped models.
     return model_from_args(cli_args())

@@ -87,6 +87,13 @@ def page(model: DiscoveredModel, levels: int, method: str) -> None:
         st.session_state["user_analysis"] = cached  # one per session: memory stays bounded
         UNIT.set((cap.top.out_size[0] // 2, cap.top.out_size[1] // 2))
     _, cap, flat = cached
+    deepest = viz.deepest_level(cap)
+    if levels > deepest:  # a deep model: more levels would be too many points to draw or compute
+        st.caption(
+            f"Showing the top {deepest} of your model's {stacked} stacked layers: {deepest + 1} would give "
+            f"{viz.path_count(cap, deepest + 1):,} points per unit (at most {viz.POINT_BUDGET:,} are drawn)."
+        )
+        levels = deepest
     with left:
         # what the model receives, before its normalisation: in colour for a colour model
         shown_image = image.permute(1, 2, 0).numpy() if image.shape[0] == 3 else image[0].numpy()

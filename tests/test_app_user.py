@@ -157,3 +157,16 @@ def test_a_colour_model_gets_photos_named_classes_and_a_top_five(monkeypatch, tm
     ) in _captions(at)
     at.selectbox(key="user_photo").set_value("coffee").run()
     assert not at.exception, [e.message for e in at.exception]
+
+
+def test_a_six_layer_model_shows_as_deep_as_the_point_budget_allows(monkeypatch):
+    at = _run(monkeypatch, ["--model", "tests.user_models:six_layers"])
+    slider = at.slider(key="user_levels")
+    assert slider.max == 6 and slider.value == 3
+    slider.set_value(5).run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert "(level 5)" in _captions(at) and "59049" in _captions(at)
+    slider.set_value(6).run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert "Showing the top 5 of your model's 6 stacked layers: 6 would give 531,441 points per unit" in _captions(at)
+    assert "(level 5)" in _captions(at)

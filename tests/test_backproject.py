@@ -261,3 +261,19 @@ def test_exact_weight_maps_equal_the_exact_points_merged(name):
             dense = torch.zeros_like(maps[u])
             dense[((pts.y[sel] - oy) / sy).round().long(), ((pts.x[sel] - ox) / sx).round().long()] = pts.weight[sel]
             torch.testing.assert_close(maps[u], dense, rtol=1e-5, atol=1e-6)
+
+
+def test_a_deep_stack_is_back_projected_as_deep_as_the_point_budget_allows():
+    from viz.backproject import POINT_BUDGET, deepest_level, path_count
+
+    size = (12, 12)
+    deep = Stack([constant_offsets(0.25, -0.5, size) for _ in range(6)])
+    cap = viz.capture(deep, torch.rand(1, 12, 12))
+    assert [path_count(cap, n) for n in (5, 6)] == [9**5, 9**6]
+    assert deepest_level(cap) == 5  # 9^5 = 59,049 fits the budget, 9^6 does not
+    pts = viz.backproject(cap, (6, 6))  # no level asked: the deepest that fits
+    assert pts.levels == 5 and pts.count(level=5) == 9**5 <= POINT_BUDGET
+    assert viz.backproject(cap, (6, 6), levels=6).count(level=6) == 9**6  # asked for: given
+    shallow = viz.capture(Stack([constant_offsets(0, 0, size) for _ in range(3)]), torch.rand(1, 12, 12))
+    assert deepest_level(shallow) == 3 and viz.backproject(shallow, (6, 6)).levels == 3
+    assert deepest_level(cap, budget=80) == 1 and deepest_level(cap, budget=81) == 2

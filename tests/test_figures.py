@@ -239,3 +239,16 @@ def test_a_colour_models_panels_show_its_input_in_colour():
     assert drawn.shape == (32, 32, 3)
     np.testing.assert_array_equal(drawn, image.permute(1, 2, 0).numpy())  # as received, not one channel
     assert np.abs(drawn[..., 0] - drawn[..., 2]).max() > 0.1  # a photo, not grey
+
+
+def test_the_levels_caption_names_the_bottom_layer_only_at_the_bottom():
+    from tests.stack_model import Stack, constant_offsets
+    from viz.figures import levels_caption
+
+    size = (10, 10)
+    cap = viz.capture(Stack([constant_offsets(0, 0, size) for _ in range(4)]), torch.rand(1, 10, 10))
+    three = levels_caption(viz.backproject(cap, (5, 5), levels=3), "bilinear", layers=4)
+    assert "bottom layer" not in three and "level 3: layer 3 from the top's 9 samples" in three
+    assert three.endswith("The top 3 of the model's 4 stacked layers.")
+    four = levels_caption(viz.backproject(cap, (5, 5)), "bilinear", layers=4)
+    assert "level 4: the bottom layer's 9 samples" in four and "The top" not in four

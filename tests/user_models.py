@@ -111,3 +111,9 @@ def four_layers() -> nn.Module:
     torch.manual_seed(0)
     model = FrontAndStack([nn.Conv2d(1, 4, 3, padding=1), nn.MaxPool2d(2)], [InlineDeform(4, 4) for _ in range(4)])
     return model
+
+
+def six_layers() -> nn.Module:
+    """Six stacked torchvision-style deformable 3x3 layers: 9^6 = 531,441 samples per unit at the bottom."""
+    torch.manual_seed(0)
+    return FrontAndStack([nn.Conv2d(1, 4, 3, padding=1), nn.MaxPool2d(2)], [InlineDeform(4, 4) for _ in range(6)])

@@ -27,7 +27,7 @@ from torch import nn  # noqa: E402
 from models.checkpoint import CHECKPOINT_DIR as SHIPPED_DIR  # noqa: E402
 from models.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from models.runtime import resolve_device  # noqa: E402
-from viz.backproject import Points, backproject, regular_grid  # noqa: E402
+from viz.backproject import POINT_BUDGET, Points, backproject, deepest_level, path_count, regular_grid  # noqa: E402
 from viz.capture import Capture, LayerCapture, capture  # noqa: E402
 from viz.classes import ClassNamesError, load_class_names, top_k  # noqa: E402
 from viz.geometry import METHODS  # noqa: E402
@@ -77,6 +77,9 @@ __all__ = [
     "Points",
     "PreprocessError",
     "backproject",
+    "deepest_level",
+    "path_count",
+    "POINT_BUDGET",
     "capture",
     "dilation_summary",
     "effective_dilation",

@@ -388,6 +388,21 @@ def exact_weight_maps(
     return maps.view(-1, h, w), layer
 
 
+#: The most samples one unit's points hold where no level is asked for: a deep model's deeper
+#: levels (9^6 = 531,441 and more) are neither drawable nor fast; 9^5 = 59,049 and a 4-group
+#: stack's 36^3 = 46,656 fit.
+POINT_BUDGET = 60_000
+
+
+def deepest_level(cap: Capture, group: int | None = None, budget: int = POINT_BUDGET) -> int:
+    """The most levels (counted from the top layer) whose samples per unit stay within ``budget``;
+    at least 1. All of a model's layers for any stack of 3 layers of 9 points, or 4 groups."""
+    level = 1
+    while level < len(cap.layers) and path_count(cap, level + 1, group) <= budget:
+        level += 1
+    return level
+
+
 def path_count(cap: Capture, levels: int | None = None, group: int | None = None) -> int:
     """How many sample paths reach ``levels`` from one top unit, without back-projecting:
     ``9^L`` for a one-group 3x3 stack, ``(G P)^L`` with groups (``P (G P)^(L-1)`` for one group
@@ -413,7 +428,8 @@ def backproject(
         cap: from :func:`viz.capture`.
         unit: ``(row, col)`` on the top layer's output map, a ``(B, 2)`` tensor of them, or
             ``"all"``; all units are processed together, vectorised.
-        levels: how many layers to descend (1..L); default all L, giving 9^L points per unit
+        levels: how many layers to descend (1..L); default all L, giving 9^L points per unit,
+            or as many as keep the points within :data:`POINT_BUDGET` on a deeper model
             for a one-group 3x3 stack (``(G P)^L`` with groups).
         method: ``"nearest"``, ``"bilinear"`` or ``"exact"`` (see the module docstring).
         image: which image of the captured batch.
@@ -425,6 +441,8 @@ def backproject(
     """
     if not 0 <= image < cap.images.shape[0]:
         raise ValueError(f"image {image} not in the captured batch of {cap.images.shape[0]}")
+    if levels is None:
+        levels = deepest_level(cap, group)
     return backproject_layers(cap.layers, unit, levels, method, image, group)
 
 

@@ -1,10 +1,17 @@
 """Benchmark of the viz core on a shipped checkpoint (or a fresh model if none is shipped).
 
     python -m viz.bench [--checkpoint deform_rts] [--repeats 20] [--device auto|cpu|cuda]
+    python -m viz.bench --model examples.dcn_backbones:dcn_resnet18 --input-size 224 --in-channels 3
 
 Prints min / median / max times of capture + back-projection of one unit's 729 points (one
 digit) and of all top-layer units, for each method; then the app's server-side work for a new
 digit and for a new 64x64 scene.
+
+With ``--model`` (a model of yours, as the app and export take it): discovery (its time and how
+many images went through the model, forward and backward), then for the centre unit of a photo
+capture + the deepest level's points, and each of the unit views as the app computes them.
+Goals (issue: a real backbone): discovery <= 20 passes; capture + points < 200 ms at 224;
+ERF and effective sampling locations < 1 s; saliency region < 3 s.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from PIL import Image, ImageDraw
 
 import viz
 from models.runtime import add_device_argument, describe_device, device_or_exit, spread, time_runs, use_all_cpu_threads
+from viz.user_model import add_model_arguments
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,9 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", default="deform_rts", help="shipped digit checkpoint name or path")
     p.add_argument("--repeats", type=int, default=20, help="timed repetitions")
     add_device_argument(p)
+    add_model_arguments(p)
     args = p.parse_args(argv)
     threads = use_all_cpu_threads()
     device = device_or_exit(args.device)
+    if args.model:
+        return user_model_bench(args, device, threads)
     try:
         model = viz.load(args.checkpoint, device)
     except viz.CheckpointError as exc:
@@ -56,6 +67,51 @@ def main(argv: list[str] | None = None) -> int:
     support_views(args.repeats, device)
     app_update(args.repeats, device)
     scene_update(args.repeats, device)
+    return 0
+
+
+def user_model_bench(args: argparse.Namespace, device: torch.device, threads: int) -> int:
+    """Discovery, capture + deepest points and every unit view of a model of yours."""
+    import time
+
+    from models.discovery import DiscoveryError
+    from models.discovery.probe import PROBE_LOG
+    from viz.samples import sample_photo
+    from viz.user_model import model_from_args
+    from viz.views import REGISTRY
+
+    passes = []
+    t0 = time.perf_counter()
+    try:
+        model = model_from_args(args)
+    except (DiscoveryError, viz.CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    seconds = time.perf_counter() - t0
+    assert model is not None
+    h, w = model.input_size
+    # find_layers: one forward of one example; the probe: what PROBE_LOG says
+    passes = [(1, (h, w), "finding layers, forward only")] + list(PROBE_LOG)
+    at_size = sum(n * (size[0] * size[1]) / (h * w) for n, size, _ in passes)
+    print(f"{args.model} at {h}x{w}, on {describe_device(device, threads)}")
+    print(
+        f"  discovery: {seconds:.1f} s, {len(model.sampling_layers())} stacked layers; images through the model: "
+        + ", ".join(f"{n} at {s[0]}x{s[1]} ({how})" for n, s, how in passes)
+        + f" = {at_size:.0f} passes at the input size (goal <= 20)"
+    )
+    photo = viz.prepare_for(model, sample_photo("chelsea")) if model.in_channels == 3 else torch.rand(1, h, w)
+    cap = viz.capture(model, photo)
+    unit = (cap.top.out_size[0] // 2, cap.top.out_size[1] // 2)
+    levels = len(model.sampling_layers())
+    reps = max(3, args.repeats // 4)
+    pts = viz.backproject(cap, unit)
+    t = time_runs(lambda: viz.backproject(viz.capture(model, photo), unit), reps)
+    print(f"  capture + level-{levels} points of unit {unit} ({pts.count()} samples): {spread(t)} ms (goal < 200 ms)")
+    for view in REGISTRY.values():
+        if view.draws_points:
+            continue
+        t = time_runs(lambda v=view: v.compute(model, viz.capture(model, photo), unit), max(2, reps // 2))
+        print(f"  {view.name}: {spread(t)} ms")
     return 0
 
 

@@ -283,8 +283,10 @@ def export_user_model(args: argparse.Namespace, out: Path) -> int:
     from models.discovery import DiscoveryError
 
     try:
-        model = model_from_args(args)
+        t0 = time.perf_counter()
+        model = model_from_args(args, progress=lambda step: print(f"  {step} ...", flush=True))
         assert model is not None
+        print(f"found in {time.perf_counter() - t0:.1f} s", flush=True)
         print(model.report(), flush=True)
         if args.image:
             for path in args.image:

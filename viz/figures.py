@@ -205,19 +205,27 @@ def receptive_field_figure(
     )
 
 
-def levels_caption(pts: Points, method: str) -> str:
-    """What each level of a back-projection holds, in words that fit any depth and any groups."""
-    if pts.levels == 3 and pts.fanout == (9, 9, 9):  # the shipped models: the words of the paper's figure
+def levels_caption(pts: Points, method: str, layers: int | None = None) -> str:
+    """What each level of a back-projection holds, in words that fit any depth and any groups.
+    ``layers``: how many stacked layers the model has (default: as many as levels); where it has
+    more, the deepest level is not the bottom layer's and the caption says so."""
+    layers = layers or pts.levels
+    if pts.levels == 3 == layers and pts.fanout == (9, 9, 9):  # the shipped models: the paper's figure's words
         return (
             f"Level 1: the top layer's 9 samples; level 2: the 9 samples of the middle layer at each of those ({method} "
             "method); level 3: the bottom layer's. Grey lines join each sample to its parent."
         )
     parts = [f"level 1: the top layer's {pts.fanout[0]} samples"]
     for level in range(2, pts.levels + 1):
-        below = "the bottom layer" if level == pts.levels else f"layer {level} from the top"
+        below = "the bottom layer" if level == layers else f"layer {level} from the top"
         parts.append(f"level {level}: {below}'s {pts.fanout[level - 1]} samples at each level-{level - 1} point")
     groups = " (every group of the layer below: a sample reads all its channels)" if max(pts.fanout) > 9 else ""
-    return "; ".join(parts).capitalize() + f" ({method} method){groups}. Grey lines join each sample to its parent."
+    top = f" The top {pts.levels} of the model's {layers} stacked layers." if layers > pts.levels else ""
+    return (
+        "; ".join(parts).capitalize()
+        + f" ({method} method){groups}. Grey lines join each sample to its parent."
+        + top
+    )
 
 
 def levels_figure(cap: Capture, unit: tuple[int, int] | None = None, method: str = BILINEAR) -> FigureSpec:
@@ -252,7 +260,7 @@ def levels_figure(cap: Capture, unit: tuple[int, int] | None = None, method: str
     return FigureSpec(
         "levels",
         f"The recursion, level by level, for unit {unit} of the top layer",
-        levels_caption(pts, method),
+        levels_caption(pts, method, len(cap.layers)),
         panels,
         ncols=pts.levels,
     )

@@ -14,6 +14,7 @@ typed (``package.module:factory``); weights are read with ``weights_only=True``.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,7 @@ def load_user_model(
     geometry: tuple[tuple[float, float], tuple[float, float]] | None = None,
     device: str | torch.device = "cpu",
     classes: str | Path | list[str] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> DiscoveredModel:
     """Build ``spec``'s model (``"package.module:factory"``, called without arguments), load
     ``weights`` (a state dict), and :func:`models.discovery.discover` it.
@@ -52,7 +54,7 @@ def load_user_model(
     :data:`DEFAULT_NORMALISATION`); pass ``0`` and ``1`` for none. Discovery probes the model
     on the CPU; it then runs on ``device`` (``"auto"``: the GPU when there is one). ``classes``:
     the output classes' names (a list, ``"imagenet"``, or a file: :func:`viz.load_class_names`),
-    kept as ``model.class_names``.
+    kept as ``model.class_names``. ``progress`` is called with a sentence as each step starts.
 
     Raises:
         models.discovery.DiscoveryError: bad spec, no deformable layer, layers that cannot be
@@ -61,6 +63,8 @@ def load_user_model(
         viz.ClassNamesError: class names that cannot be read.
     """
     names = None if classes is None else list(classes) if isinstance(classes, list) else load_class_names(classes)
+    if progress is not None:
+        progress(f"building {spec}()")
     factory = import_factory(spec)
     try:
         model = factory()
@@ -69,6 +73,8 @@ def load_user_model(
     if not isinstance(model, torch.nn.Module):
         raise DiscoveryError(f"{spec}() returned {type(model).__name__}, not a torch.nn.Module")
     if weights is not None:
+        if progress is not None:
+            progress(f"loading weights {Path(weights).name}")
         load_weights(model, weights)
     default_mean, default_std = DEFAULT_NORMALISATION.get(in_channels, ((0.0,), (1.0,)))
     found = discover(
@@ -79,6 +85,7 @@ def load_user_model(
         default_std if std is None else std,
         layers=layers,
         geometry=geometry,
+        progress=progress,
     )
     found.source = f"{spec}" + (f" with {Path(weights).name}" if weights is not None else " (untrained weights)")
     found.class_names = names
@@ -169,7 +176,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def model_from_args(args: argparse.Namespace) -> DiscoveredModel | None:
+def model_from_args(args: argparse.Namespace, progress: Callable[[str], None] | None = None) -> DiscoveredModel | None:
     """The user's model from parsed :func:`add_model_arguments` options, or None without
     ``--model``."""
     if not getattr(args, "model", None):
@@ -191,6 +198,7 @@ def model_from_args(args: argparse.Namespace) -> DiscoveredModel | None:
         geometry,  # type: ignore[arg-type]
         device=getattr(args, "device", "cpu"),
         classes=getattr(args, "classes", None),
+        progress=progress,
     )
 
 

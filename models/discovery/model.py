@@ -4,6 +4,7 @@ which finds its layers, probes their geometry and checks they are stacked."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -117,6 +118,7 @@ def discover(
     std: float | tuple[float, ...] = 1.0,
     layers: list[str] | None = None,
     geometry: tuple[tuple[float, float], tuple[float, float]] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> DiscoveredModel:
     """Wrap ``model`` with the sampling-layer contract (see the module docstring).
 
@@ -129,6 +131,7 @@ def discover(
             default all that were found.
         geometry: ``(pixel_stride, pixel_offset)`` of the bottom layer's input map, ``(y, x)``
             pairs, instead of probing.
+        progress: called with a short sentence as each step starts (a progress line).
 
     Raises:
         DiscoveryError: no deformable layer, layers that are not stacked, or a geometry that
@@ -150,6 +153,8 @@ def discover(
     )
     wrapped.eval()
     example = torch.rand(1, in_channels, *size, generator=torch.Generator().manual_seed(0))
+    if progress is not None:
+        progress(f"finding the deformable layers ({in_channels}x{size[0]}x{size[1]} example, one forward pass)")
     found = every = find_layers(model, wrapped, example)
     if layers is not None:
         by_name = {f.name: f for f in found}
@@ -158,7 +163,7 @@ def discover(
             raise DiscoveryError(f"no deformable layer named {unknown}; found {list(by_name)}")
         found = [f for f in found if f.name in set(layers)]
     if geometry is None:
-        probed = probe_geometry(wrapped, found, (in_channels, *size), twins=every)
+        probed = probe_geometry(wrapped, found, (in_channels, *size), twins=every, progress=progress)
         check_stacked(found, probed)
         grids = [(g.pixel_stride, g.pixel_offset) for g in probed]
         wrapped.geometry_method = "probed: receptive-field centres of input-map units on the regular path" + (
