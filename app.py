@@ -240,7 +240,7 @@ with left:
         image = s.images[int(idx)]
         st.caption(f"MNIST test #{int(s.test_indices[int(idx)])}, label {int(s.labels[int(idx)])}")
     elif source == "Draw":
-        st.caption("Draw a digit (white on black). Use the canvas's trash icon to clear.")
+        st.caption("Draw a digit (white on black). The Clear button under the canvas starts again.")
         raw = read_canvas()
         try:
             image = ia.prepare(raw) if raw is not None else None

@@ -123,6 +123,8 @@ def test_canvas_empty_then_drawn():
     at = _run()
     at.radio(key="source").set_value("Draw").run()
     assert any("canvas is empty" in i.value for i in at.info)
+    said = " | ".join(c.value for c in at.caption)
+    assert "Clear button" in said and "trash" not in said  # the canvas's own words (app_canvas: a Clear button)
     rgba = Image.new("RGBA", (280, 280), (0, 0, 0, 255))
     ImageDraw.Draw(rgba).line([(60, 50), (200, 50), (110, 240)], fill=(255, 255, 255, 255), width=22)
     url = "data:image/png;base64," + base64.b64encode(_png(rgba)).decode()
