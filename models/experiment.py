@@ -384,9 +384,19 @@ def main(argv: list[str] | None = None, trial_fn: TrialFn = run_trial) -> int:
     except GridError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C in the local engine (Tune handles its own and returns)
+        failures = None
     if done:
         write_report(out, done, settings)
         print(f"wrote {out / 'results.md'}, {out / 'results.csv'}, {out / 'accuracy_by_condition.png'}")
+    left = [t for t in todo if run_key(t) not in finished]
+    if failures is None or (left and not failures):
+        print(
+            f"interrupted: {len(todo) - len(left)} of {len(todo)} trials finished (kept in {runs_file}); "
+            "rerun the same command to run only the rest",
+            file=sys.stderr,
+        )
+        return 130
     if failures:
         for f in failures:
             print(f"error: trial {f.name} failed {f.attempts} times: {f.error}", file=sys.stderr)

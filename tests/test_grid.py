@@ -188,3 +188,20 @@ def test_a_trial_whose_worker_dies_is_run_again(ray_session, mnist_dir, tmp_path
     ]
     dead, alive = (int((markers / f"mnist-deform-none-seed1.{i}").read_text()) for i in (1, 2))
     assert dead != alive  # the second attempt ran in a new worker process
+
+
+def test_ctrl_c_keeps_the_finished_trials_and_a_rerun_runs_the_rest(mnist_dir, tmp_path, capsys):
+    out, calls = tmp_path / "exp", []
+
+    def interrupted_at_the_third(job, train_split, test_split, settings):
+        calls.append(grid.job_name(job))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return grid.run_trial(job, train_split, test_split, settings)
+
+    assert experiment.main(_args(mnist_dir, out), trial_fn=interrupted_at_the_third) == 130
+    assert "interrupted: 2 of 4 trials finished" in capsys.readouterr().err
+    assert len(_records(out)) == 2
+    assert experiment.main(_args(mnist_dir, out)) == 0
+    assert "2 of 4 runs already finished" in capsys.readouterr().out
+    assert len({grid.job_name(r) for r in _records(out)}) == len(_records(out)) == 4
