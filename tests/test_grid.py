@@ -34,9 +34,15 @@ def _records(out):
 
 @pytest.fixture(scope="module")
 def ray_session():
+    """Ray started in this process by the tests that need it, shut down after them; the
+    environment variables the Ray engine sets for its workers (PYTHONPATH, the heap setting)
+    are taken back too, so later tests' subprocesses do not inherit them."""
     ray = pytest.importorskip("ray")
+    saved = dict(os.environ)
     yield
     ray.shutdown()
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 def test_job_names_and_keys():
