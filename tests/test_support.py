@@ -172,3 +172,26 @@ def test_support_inside_a_callers_no_grad_or_inference_mode(mode):
     assert torch.equal(got.erf, want.erf) and want.erf.sum() > 0
     for a, b in zip(got.attributions, want.attributions, strict=True):
         assert torch.equal(a, b)
+
+
+def test_the_coarse_to_fine_saliency_search_finds_the_exhaustive_square_with_fewer_passes(monkeypatch):
+    import importlib
+
+    from viz.samples import load_scene_samples
+
+    support = importlib.import_module("viz.support")
+    model = viz.load("scene_deform")
+    images = load_scene_samples().images
+    for index, unit in ((3, (8, 5)), (10, (6, 10)), (12, (2, 2))):
+        monkeypatch.setattr(support, "EXHAUSTIVE_SQUARES", 10_000)
+        every = saliency_region(model, images[index], unit)
+        assert len(every.half_sizes) > 24 and every.half_sizes.tolist() == list(range(len(every.half_sizes)))
+        monkeypatch.setattr(support, "EXHAUSTIVE_SQUARES", 4)
+        fast = saliency_region(model, images[index], unit)
+        assert (fast.half_size, fast.box, fast.area) == (every.half_size, every.box, every.area)
+        assert fast.error == pytest.approx(every.error, abs=1e-6)
+        assert len(fast.half_sizes) < len(every.half_sizes)
+        tried = {int(r): float(e) for r, e in zip(fast.half_sizes, fast.errors, strict=True)}
+        for r, e in zip(every.half_sizes.tolist(), every.errors.tolist(), strict=True):
+            if r in tried:  # the same squares give the same errors
+                assert tried[r] == pytest.approx(e, abs=1e-5)
