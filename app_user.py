@@ -86,14 +86,37 @@ def page(model: DiscoveredModel, levels: int, method: str) -> None:
         cached = (key, cap, cap.without_offsets())
         st.session_state["user_analysis"] = cached  # one per session: memory stays bounded
         UNIT.set((cap.top.out_size[0] // 2, cap.top.out_size[1] // 2))
-    _, cap, flat = cached
+    _, full_cap, full_flat = cached
+    cap, flat, window = full_cap, full_flat, stacked - 1
+    if stacked > viz.deepest_level(full_cap):
+        # A deep stack is drawn a window at a time: the unit sits on the chosen layer's output and
+        # the levels go down from there.
+        names = [f.name for f in getattr(model, "found", [])] or [f"layer {i + 1}" for i in range(stacked)]
+        with left:
+            window = st.selectbox(
+                "Back-project from layer",
+                list(range(stacked - 1, -1, -1)),
+                format_func=lambda i: f"{i + 1} of {stacked}: {names[i]}" + (" (top)" if i == stacked - 1 else ""),
+                key="user_window_top",
+                help="Your model has more stacked layers than can be drawn at once: choose where the unit is.",
+            )
+        if window < stacked - 1:
+            cap, flat = full_cap.up_to(window), full_flat.up_to(window)
     deepest = viz.deepest_level(cap)
     if levels > deepest:  # a deep model: more levels would be too many points to draw or compute
+        more = viz.path_count(cap, deepest + 1) if deepest < len(cap.layers) else None
         st.caption(
-            f"Showing the top {deepest} of your model's {stacked} stacked layers: {deepest + 1} would give "
-            f"{viz.path_count(cap, deepest + 1):,} points per unit (at most {viz.POINT_BUDGET:,} are drawn)."
+            f"Showing layers {window + 1} down to {window + 2 - deepest} of your model's {stacked} stacked layers "
+            "(1 = bottom)"
+            + (
+                f": one more would give {more:,} points per unit (at most {viz.POINT_BUDGET:,} are drawn)."
+                if more
+                else "."
+            )
         )
         levels = deepest
+    elif window < stacked - 1:
+        st.caption(f"Showing layers {window + 1} down to {window + 2 - levels} of your model's {stacked} (1 = bottom).")
     with left:
         # what the model receives, before its normalisation: in colour for a colour model
         shown_image = image.permute(1, 2, 0).numpy() if image.shape[0] == 3 else image[0].numpy()
@@ -129,9 +152,12 @@ def page(model: DiscoveredModel, levels: int, method: str) -> None:
                     help="Where the layers sample, or what the unit really uses (DCNv2's views).",
                 )
                 shown = get_view(view)
+                if window < stacked - 1 and not shown.draws_points:
+                    st.info(f"The {view} is the model's top unit's: choose the top layer to see it.")
+                    st.stop()
                 group = group_choice(cap.top.groups, "user_group") if shown.draws_points else None
                 store = st.session_state.setdefault("user_views", {})
-                vkey = (key, unit, view, method, levels, group)
+                vkey = (key, unit, view, method, levels, group, window)
                 if vkey not in store:
                     store.clear()  # one at a time per session: memory stays bounded
                     # the points view also shows the same layers with offsets zero (no model needed there)

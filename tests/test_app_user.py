@@ -168,5 +168,18 @@ def test_a_six_layer_model_shows_as_deep_as_the_point_budget_allows(monkeypatch)
     assert "(level 5)" in _captions(at) and "59049" in _captions(at)
     slider.set_value(6).run()
     assert not at.exception, [e.message for e in at.exception]
-    assert "Showing the top 5 of your model's 6 stacked layers: 6 would give 531,441 points per unit" in _captions(at)
-    assert "(level 5)" in _captions(at)
+    said = _captions(at)
+    assert (
+        "Showing layers 6 down to 2 of your model's 6 stacked layers (1 = bottom): one more would give 531,441" in said
+    )
+    assert "(level 5)" in said
+    # the bottom layer in a window: back-project from layer 5 of 6, down to layer 1
+    window = at.selectbox(key="user_window_top")
+    assert window.options[0].startswith("6 of 6: layers.5") and window.value == 5
+    window.set_value(4).run()
+    assert not at.exception, [e.message for e in at.exception]
+    said = _captions(at)
+    assert "Showing layers 5 down to 1 of your model's 6 stacked layers (1 = bottom)." in said
+    assert "59049 sampling points (level 5)" in said
+    at.radio(key="user_view").set_value(VIEWS[1]).run()  # the ERF is the model's top unit's
+    assert not at.exception and any("choose the top layer" in i.value for i in at.info)

@@ -299,3 +299,20 @@ def test_a_layer_that_runs_twice_is_refused():
 
     with pytest.raises(RuntimeError, match="ran 2 times"):
         viz.capture(Twice(), torch.rand(1, 1, 8, 8))
+
+
+def test_a_window_of_a_deep_stack_back_projects_from_its_own_top():
+    import pytest
+
+    from tests.stack_model import Stack, constant_offsets
+
+    size = (10, 10)
+    cap = viz.capture(Stack([constant_offsets(0.5 * i, 0, size) for i in range(4)]), torch.rand(1, 10, 10))
+    window = cap.up_to(1)
+    assert window.top is cap.layers[1] and len(window.layers) == 2 and window.logits is cap.logits
+    pts = viz.backproject(window, (5, 5))
+    assert pts.levels == 2 and pts.count(level=2) == 81
+    # level 1 of the window is layer 2's own samples: its offsets (0.5 rows) from unit (5, 5)
+    assert torch.allclose(pts.y[pts.where(level=1)].mean(), torch.tensor(5.5))
+    with pytest.raises(ValueError, match="between 0 and 3"):
+        cap.up_to(4)

@@ -114,6 +114,13 @@ class Capture:
             ],
         )
 
+    def up_to(self, layer: int) -> Capture:
+        """A window of a deep stack: the layers from the bottom up to ``layer`` (0 = bottom),
+        so that ``top`` is that layer; back-projecting from it descends from there."""
+        if not 0 <= layer < len(self.layers):
+            raise ValueError(f"layer must be between 0 and {len(self.layers) - 1}, got {layer}")
+        return replace(self, layers=self.layers[: layer + 1])
+
     def select(self, images: list[int]) -> Capture:
         """The same capture restricted to some images of the batch, in the given order."""
         idx = torch.as_tensor(images, dtype=torch.long)
