@@ -252,3 +252,34 @@ def test_the_levels_caption_names_the_bottom_layer_only_at_the_bottom():
     assert three.endswith("The top 3 of the model's 4 stacked layers.")
     four = levels_caption(viz.backproject(cap, (5, 5)), "bilinear", layers=4)
     assert "level 4: the bottom layer's 9 samples" in four and "The top" not in four
+
+
+def test_a_unit_with_more_samples_than_can_be_drawn_is_a_density_of_the_same_weight(tmp_path):
+    from tests.stack_model import Stack, constant_offsets
+    from viz.figures import DENSITY_ABOVE, density_heat, unit_points_figure
+    from viz.render import panel_traces, render
+
+    size = (12, 12)
+    torch.manual_seed(0)
+    fields = [constant_offsets(0.3 * (i - 2), 0.7 - 0.2 * i, size) for i in range(5)]
+    masks = [torch.rand(9, *size) for _ in range(5)]  # DCNv2-like weights: products of masks
+    cap = viz.capture(Stack(fields, masks), torch.rand(1, 12, 12))
+    pts = viz.backproject(cap, (6, 6))
+    assert pts.levels == 5 and pts.count(level=5) == 9**5 > DENSITY_ABOVE
+    heat, (ox, oy) = density_heat(pts, 5)
+    total = float(pts.weight[pts.where(level=5)].double().sum())
+    assert np.nansum(heat) == pytest.approx(total, rel=1e-9)  # every sample's weight, once
+    sel = pts.where(level=5)
+    assert ox == float(pts.x[sel].round().min()) and oy == float(pts.y[sel].round().min())
+    spec = unit_points_figure(cap, cap.without_offsets(), (6, 6))
+    deformable, twin = spec.panels
+    np.testing.assert_array_equal(deformable.heat, heat)  # NaN where no sample lands
+    assert deformable.heat_origin == (ox, oy)
+    assert np.nansum(deformable.heat) == pytest.approx(total, rel=1e-9)
+    assert not [layer for layer in deformable.layers if layer.kind == "points"]  # no 59,049 markers
+    assert twin.heat is None  # the twin's lattice stays points (merged, sized by count)
+    x0, x1, y1, y0 = deformable.extent  # the density lies inside the axes
+    assert x0 <= ox - 0.5 and x1 >= ox + heat.shape[1] - 0.5 and y0 <= oy - 0.5 and y1 >= oy + heat.shape[0] - 0.5
+    heat_trace = next(t for t in panel_traces(deformable) if t["type"] == "heatmap" and "colorbar" in t)
+    assert (heat_trace["x0"], heat_trace["y0"], heat_trace["dx"], heat_trace["dy"]) == (ox, oy, 1, 1)
+    assert render(spec, tmp_path).exists()

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from viz.backproject import Points, backproject, regular_grid
+from viz.backproject import Points, backproject, deepest_level, regular_grid
 from viz.capture import Capture
 from viz.geometry import BILINEAR
 from viz.stats import (
@@ -74,6 +74,9 @@ class Panel:
     heat: np.ndarray | None = None  # (H, W) values drawn as a colour map with a colour bar
     heat_title: str = ""  # the colour bar's title, with units
     heat_colors: str = "hot"  # a colour map name both renderers know: "hot" or "viridis"
+    #: (x, y) pixel position of ``heat[0, 0]`` when the heat map is not the image's own pixel
+    #: grid (a density over grown axes); pixels are 1 apart. None: heat spans ``extent``.
+    heat_origin: tuple[float, float] | None = None
     xrange: tuple[float, float] | None = None  # axis limits for panels without an image
     yrange: tuple[float, float] | None = None
 
@@ -115,6 +118,29 @@ def points_layer(
 
 
 POINT_BLUE = "#1f5fbf"
+
+
+#: Above this many samples at the drawn level, a unit's points are drawn as a density (the
+#: samples' weights summed per pixel) instead of one marker each: 9^5 = 59,049 and more (the
+#: shipped models' 729 and 46,656 stay points).
+DENSITY_ABOVE = 50_000
+
+
+def density_heat(pts: Points, level: int) -> tuple[np.ndarray, tuple[float, float]]:
+    """The samples of ``level`` as a density: ``heat[r, c]`` is the sum of the weights of the
+    samples nearest pixel ``(origin_y + r, origin_x + c)``; empty pixels are NaN (drawn
+    transparent). The heat sums to the samples' total weight. Returns (heat, (origin_x, origin_y))."""
+    sel = pts.where(level=level)
+    xs = np.round(pts.x[sel].numpy()).astype(np.int64)
+    ys = np.round(pts.y[sel].numpy()).astype(np.int64)
+    w = pts.weight[sel].double().numpy()
+    ox, oy = int(xs.min()), int(ys.min())
+    heat = np.zeros((int(ys.max()) - oy + 1, int(xs.max()) - ox + 1))
+    np.add.at(heat, (ys - oy, xs - ox), w)
+    hit = np.zeros(heat.shape, dtype=bool)
+    hit[ys - oy, xs - ox] = True
+    heat[~hit] = np.nan
+    return heat, (float(ox), float(oy))
 
 
 def family_points_layers(pts: Points, level: int, label: str) -> list[Layer]:
@@ -222,9 +248,7 @@ def levels_caption(pts: Points, method: str, layers: int | None = None) -> str:
     groups = " (every group of the layer below: a sample reads all its channels)" if max(pts.fanout) > 9 else ""
     top = f" The top {pts.levels} of the model's {layers} stacked layers." if layers > pts.levels else ""
     return (
-        "; ".join(parts).capitalize()
-        + f" ({method} method){groups}. Grey lines join each sample to its parent."
-        + top
+        "; ".join(parts).capitalize() + f" ({method} method){groups}. Grey lines join each sample to its parent." + top
     )
 
 
@@ -638,15 +662,35 @@ def unit_points_figure(
             layer = merged_points_layer(pts, lvl, "")
             layer.label = f"{n} samples on {len(layer.x)} positions (size = count)"
             drawn = [layer]
+        density = None
+        if cap.top.deformable and n > DENSITY_ABOVE:  # too many markers to draw or read: a density
+            density = density_heat(pts, lvl)
+            drawn = []
         extent, grown = _extent_with(cap, [d.x for d in drawn], [d.y for d in drawn])
+        if density is not None:
+            (dh, dw), (ox, oy) = density[0].shape, density[1]
+            extent = (
+                min(extent[0], ox - 0.5),
+                max(extent[1], ox + dw - 0.5),
+                max(extent[2], oy + dh - 0.5),
+                min(extent[3], oy - 0.5),
+            )
+            grown = grown or extent != _extent(cap)
         layers = ([frame_layer(cap)] if grown else []) + [units_layer(cap), *drawn, unit_layer(pts, f"unit {unit}")]
         seg = segmentation_labels(cap.predictions[0]) if overlay and cap.logits.dim() == 4 else None
-        panels.append(Panel(name, _img(cap), layers, extent=extent, labels=seg, label_colors=DIGIT_COLORS))
+        panel = Panel(name, _img(cap), layers, extent=extent, labels=seg, label_colors=DIGIT_COLORS)
+        if density is not None:
+            panel.heat, panel.heat_origin = density
+            panel.heat_title = f"weight of {n:,} samples per pixel"
+        panels.append(panel)
     family = "" if all(lc.family == "torchvision" for lc in deform.layers) else f". {family_note(deform)}"
+    shown_levels = levels or (points[0].levels if points is not None else deepest_level(deform, group))
     return FigureSpec(
         "unit_points",
         f"Unit {unit}: where it samples",
-        f"{method} back-projection through {levels or len(deform.layers)} layers{family}",
+        f"{method} back-projection through {shown_levels} layers"
+        + (f" (the top {shown_levels} of {len(deform.layers)})" if shown_levels < len(deform.layers) else "")
+        + family,
         panels,
         ncols=2,
     )

@@ -94,6 +94,9 @@ def _mpl_panel(ax, panel: Panel, legend: bool = True) -> None:
     if panel.heat is not None:
         h, w = panel.heat.shape
         frame = panel.extent or (-0.5, w - 0.5, h - 0.5, -0.5)
+        if panel.heat_origin is not None:  # its own pixel grid (a density over grown axes)
+            ox, oy = panel.heat_origin
+            frame = (ox - 0.5, ox + w - 0.5, oy + h - 0.5, oy - 0.5)
         im = ax.imshow(panel.heat, cmap=panel.heat_colors, extent=frame, interpolation="nearest")
         ax.figure.colorbar(im, ax=ax, label=panel.heat_title, shrink=0.8)
     for layer in panel.layers:
@@ -301,6 +304,11 @@ def panel_traces(panel: Panel, shown: set[str] | None = None, colorbar: dict | N
                 "colorbar": {"title": {"text": panel.heat_title}, "len": 0.8, "x": 1.02, **(colorbar or {})},
                 "hovertemplate": f"x %{{x}}, y %{{y}}: %{{z:.2f}} {panel.heat_title}<extra></extra>",
                 "name": panel.title,
+                **(
+                    {"x0": panel.heat_origin[0], "y0": panel.heat_origin[1], "dx": 1, "dy": 1}
+                    if panel.heat_origin is not None
+                    else {}
+                ),
             }
         )
     if panel.labels is not None:
