@@ -7,6 +7,7 @@ import hashlib
 import pytest
 from PIL import Image, ImageDraw
 
+import viz
 from viz import export
 
 
@@ -106,8 +107,24 @@ def test_user_model_figures(tmp_path, capsys):
         (["--model", "examples.dcn_resnet:dcn_resnet", "--weights", "nope.pt"], "no weights file"),
         (["--model", "examples.dcn_resnet:dcn_resnet", "--pixel-stride", "2", "2"], "go together"),
         (["--model", "examples.dcn_resnet:dcn_resnet", "--image", "7"], "a bundled sample digit is --digits 7"),
+        (["--model", "tests.user_models:six_layers", "--from-layer", "7"], "--from-layer must be between 1 and 6"),
     ],
 )
 def test_user_model_errors(tmp_path, capsys, args, message):
     assert export.main([*args, "--out", str(tmp_path)]) == 1
     assert message in capsys.readouterr().err
+
+
+def test_a_deep_models_bottom_layers_are_exported_from_a_window(tmp_path, capsys):
+    from viz.export import user_builders
+    from viz.samples import load_samples
+
+    args = ["--model", "tests.user_models:six_layers", "--figure", "levels", "--figure", "model_points", "--digits", "1"]
+    assert export.main([*args, "--from-layer", "5", "--out", str(tmp_path)]) == 0
+    assert "back-projecting from stacked layer 5 of 6 (1 = bottom)" in capsys.readouterr().out
+    assert (tmp_path / "levels.png").exists() and (tmp_path / "model_points.png").exists()
+    # what that figure holds: 5 levels, the deepest the model's bottom layer
+    model = viz.load_user_model("tests.user_models:six_layers")
+    cap = viz.capture(model, viz.prepare_for(model, load_samples().images[1, 0].numpy())).up_to(4)
+    spec = user_builders(cap, (7, 7))["levels"]()
+    assert len(spec.panels) == 5 and "level 5: the bottom layer's 9 samples" in spec.caption

@@ -251,6 +251,13 @@ def build_parser() -> argparse.ArgumentParser:
         + ") (default: the --digits samples)",
     )
     p.add_argument(
+        "--from-layer",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --model: back-project from stacked layer N (1 = bottom) instead of the top: a window of a deep stack",
+    )
+    p.add_argument(
         "--unit",
         type=int,
         nargs=2,
@@ -307,8 +314,15 @@ def export_user_model(args: argparse.Namespace, out: Path) -> int:
     wanted = [f for f in USER_FIGURES if f in (args.figure or USER_FIGURES)]
     if "modulation" in wanted and not model.modulated:
         wanted.remove("modulation")
+    stacked = len(model.sampling_layers())
+    if args.from_layer is not None and not 1 <= args.from_layer <= stacked:
+        print(f"error: --from-layer must be between 1 and {stacked} (the model's stacked layers)", file=sys.stderr)
+        return 1
     for k, (image, source) in enumerate(inputs):
         cap = viz.capture(model, image)
+        if args.from_layer is not None and args.from_layer < stacked:
+            cap = cap.up_to(args.from_layer - 1)  # a window: that layer is the top
+            print(f"back-projecting from stacked layer {args.from_layer} of {stacked} (1 = bottom)", flush=True)
         unit = tuple(args.unit) if args.unit else None
         if unit is not None and not all(0 <= u < n for u, n in zip(unit, cap.top.out_size, strict=True)):
             print(f"error: --unit {unit} is outside the top layer's {cap.top.out_size} map", file=sys.stderr)
