@@ -93,13 +93,31 @@ def cli_args() -> argparse.Namespace:
     return p.parse_known_args(sys.argv[1:])[0]
 
 
-@st.cache_resource(
-    show_spinner="Loading your model, finding its deformable layers (one forward pass) and probing where they sit "
-    "on the image (one forward and one backward pass of a few images)..."
-)
-def load_user_model(argv: tuple[str, ...]):
-    # Keyed by the command line, shared by every session like the shipped models.
-    return model_from_args(cli_args())
+@st.cache_resource(show_spinner=False)
+def load_user_model(argv: tuple[str, ...], _progress=None):
+    # Keyed by the command line (model, weights, input size...), shared by every session like the
+    # shipped models; _progress (not part of the key) hears each step while it loads.
+    return model_from_args(cli_args(), progress=_progress)
+
+
+def user_model():
+    """The model named by --model; the first time a session asks, a status line names the step
+    that runs (building, finding the layers, probing) until it is ready."""
+    argv = tuple(sys.argv[1:])
+    if st.session_state.get("user_model_ready"):
+        return load_user_model(argv)
+    with st.status("Loading your model...", expanded=False) as status:
+
+        def step(sentence: str) -> None:
+            status.update(label=sentence[0].upper() + sentence[1:] + "...")
+
+        model = load_user_model(argv, _progress=step)
+        status.update(
+            label=f"Your model is ready: {len(model.sampling_layers())} stacked deformable layer(s) found",
+            state="complete",
+        )
+    st.session_state["user_model_ready"] = True
+    return model
 
 
 @st.cache_resource
@@ -164,7 +182,7 @@ with st.sidebar:
     stacked = 3  # the shipped models' stacked layers; a model of yours may have more or fewer
     if mode == "Your model":
         try:
-            stacked = len(load_user_model(tuple(sys.argv[1:])).sampling_layers())
+            stacked = len(user_model().sampling_layers())
         except (DiscoveryError, viz.CheckpointError):
             pass  # said on the page below
     levels = st.slider(
@@ -211,11 +229,11 @@ if mode == "Scenes":
     st.stop()
 if mode == "Your model":
     try:
-        user_model = load_user_model(tuple(sys.argv[1:]))
+        the_model = user_model()
     except (DiscoveryError, viz.CheckpointError) as exc:
         st.error(f"Could not use your model: {exc}")
         st.stop()
-    app_user.page(user_model, levels, method)
+    app_user.page(the_model, levels, method)
     st.stop()
 
 with st.sidebar:

@@ -183,3 +183,30 @@ def test_a_six_layer_model_shows_as_deep_as_the_point_budget_allows(monkeypatch)
     assert "59049 sampling points (level 5)" in said
     at.radio(key="user_view").set_value(VIEWS[1]).run()  # the ERF is the model's top unit's
     assert not at.exception and any("choose the top layer" in i.value for i in at.info)
+
+
+def test_loading_says_what_it_does_then_that_the_model_is_ready(monkeypatch):
+    steps = []
+    import app_inputs  # noqa: F401  (the app's modules on the path, as the app has them)
+    import viz.user_model as user_model
+
+    real = user_model.load_user_model
+
+    def recording(*args, progress=None, **kwargs):
+        def hear(step):
+            steps.append(step)
+            if progress is not None:
+                progress(step)
+
+        return real(*args, progress=hear, **kwargs)
+
+    monkeypatch.setattr(user_model, "load_user_model", recording)
+    at = _run(monkeypatch, [*EXAMPLE, "--input-size", "28", "--mean", "0.1307", "--std", "0.3081"])
+    assert [(s.label, s.state) for s in at.status] == [
+        ("Your model is ready: 3 stacked deformable layer(s) found", "complete")
+    ]
+    assert steps[0].startswith("building examples.dcn_resnet:dcn_resnet()") and steps[-1].startswith(
+        "probing where 3 layer(s)"
+    )
+    at.run()  # later updates of the session: no status line
+    assert not at.status
