@@ -140,3 +140,34 @@ def test_rescale_digit_grows_and_shrinks_one_digit_about_its_centre():
         assert not others.any()
     with pytest.raises(ValueError, match="owns no pixel"):
         rescale_digit(sc.images[s, 0], sc.instances[s], 9, 2.0)
+
+
+def test_a_photographed_scene_on_uneven_paper_gives_the_twin_no_stray_classes(monkeypatch):
+    """A wide photo of two digits on shaded, textured paper, letterboxed onto the scene canvas:
+    with the paper cleaned, the regular twin labels only the two digits' classes; left as it
+    was, the paper's shading gave it classes of digits that are not there."""
+    import importlib
+
+    import numpy as np
+    from PIL import Image
+
+    import viz
+    from tests.test_preprocess import paper_photo
+
+    preprocess = importlib.import_module("viz.preprocess")
+    samples = viz.load_samples()
+    canvas = np.zeros((120, 300))
+    for index, (y, x, size) in ((1, (20, 40, 80)), (3, (30, 180, 60))):
+        digit = Image.fromarray((samples.images[index, 0].numpy() * 255).astype(np.uint8)).resize((size, size))
+        canvas[y : y + size, x : x + size] = np.asarray(digit, dtype=np.float64) / 255
+    photo = paper_photo(canvas)
+    twin = viz.load("scene_regular")
+    truth = {int(samples.labels[1]), int(samples.labels[3])}
+
+    def classes() -> set[int]:
+        predicted = viz.capture(twin, preprocess.preprocess_scene(photo)).predictions[0]
+        return {int(c) for c in predicted.unique()} - {10}  # 10: background
+
+    assert classes() == truth
+    monkeypatch.setattr(preprocess, "UNEVEN_PAPER", 10.0)  # the paper left as it is
+    assert classes() - truth
