@@ -128,7 +128,7 @@ def test_one_forward_and_one_backward_of_one_image_per_probed_unit():
     assert len(PROBE_LOG) == 1  # linearised: no second, thorough probe was needed
     images, size, how = PROBE_LOG[0]
     assert (size, how) == ((28, 28), "linearised")
-    assert images == 2 * (3 + 2)  # 2 images for each of 3 central units of the bottom layer and 2 pairs above
+    assert images == 2 * 3 + 2  # 2 images for each of 3 central units of the bottom layer, 1 for each of 2 pairs above
     assert _grid(found) == [((2.0, 2.0), (0.0, 0.0))] * 3
 
 

@@ -165,15 +165,19 @@ def _probe_once(
     twins: list[FoundLayer] | None,
     linearised: bool,
 ) -> tuple[list[Field], list[Link]]:
-    """One forward and one backward pass over a batch of ``k`` images for each of 3 units of the
-    bottom layer's input map and ``k`` for each pair of consecutive layers: the bottom units'
+    """One forward and one backward pass over a batch of images for each of 3 units of the
+    bottom layer's input map and for each pair of consecutive layers: the bottom units'
     receptive fields on the image, and each upper layer's centre input unit's field on the
     layer below's output. Items have their own images, so one gradient separates them."""
-    # Linearised: two images per item whose fields must agree (a gate the linearisation does not
-    # know would cut them differently: then the caller probes again thoroughly). Otherwise the
-    # model as it is and the union over 8 images per item.
+    # Linearised: two images for each bottom unit, whose fields must agree (a gate the
+    # linearisation does not know would cut them differently: then the caller probes again
+    # thoroughly), and one for each pair above (a gate could only hide a neighbour there if it
+    # closed every channel of it at once). Otherwise the model as it is and the union over 8
+    # images per item.
     k = 2 if linearised else 8
     n_items = 3 + len(found) - 1
+    sizes = [k] * 3 + [1 if linearised else k] * (len(found) - 1)
+    starts = [sum(sizes[:n]) for n in range(n_items)]
     maps: dict[int, Tensor] = {}
     outs: dict[int, Tensor] = {}
     last = found[-1].module
@@ -210,7 +214,7 @@ def _probe_once(
     gen = torch.Generator().manual_seed(seed)
     # Wide, signed noise: where the model is not linearised, a ReLU or max-pool passes gradient
     # only where its input is positive or largest; the union over varied images covers the field.
-    images = (0.5 + 2.0 * torch.randn((n_items * k, *shape), generator=gen)).requires_grad_(True)
+    images = (0.5 + 2.0 * torch.randn((sum(sizes), *shape), generator=gen)).requires_grad_(True)
     with ExitStack() as stack:
         for i, f in enumerate(found):
             stack.callback(f.module.register_forward_pre_hook(grab_in(i, f), with_kwargs=True).remove)
@@ -230,7 +234,7 @@ def _probe_once(
             run(images)  # in grad mode: probe_geometry's
         except _StopProbe:
             pass
-    PROBE_LOG.append((n_items * k, tuple(shape[-2:]), "linearised" if linearised else f"{k} images per unit"))
+    PROBE_LOG.append((sum(sizes), tuple(shape[-2:]), "linearised" if linearised else f"{k} images per unit"))
     bottom_units = _centre_units(*maps[0].shape[-2:])
     items: list[tuple[int, tuple[int, int]]] = [(0, u) for u in bottom_units]
     items += [(0, bottom_units[0])] * (3 - len(bottom_units))  # a map under 3 units: repeat
@@ -239,7 +243,7 @@ def _probe_once(
     # (InternImage's blocks) the plain sum is a constant and its gradient vanishes.
     total = images.new_zeros(())
     for n, (i, u) in enumerate(items):
-        unit = maps[i][n * k : (n + 1) * k, :, u[0], u[1]]
+        unit = maps[i][starts[n] : starts[n] + sizes[n], :, u[0], u[1]]
         total = total + (unit * torch.randn(unit.shape[1], generator=gen).to(unit)).sum()
     below = [outs[i] for i in range(len(found) - 1)]
     grads = torch.autograd.grad(total, [images, *below], allow_unused=True)
@@ -247,7 +251,7 @@ def _probe_once(
 
     def support_of(g: Tensor, n: int) -> Tensor:
         """Where item ``n``'s images have gradient: agreed by both (linearised) or the union."""
-        per_image = g[n * k : (n + 1) * k].abs().sum(dim=1) > 0
+        per_image = g[starts[n] : starts[n] + sizes[n]].abs().sum(dim=1) > 0
         if linearised and not bool((per_image == per_image[0]).all()):
             raise DiscoveryError("the linearised probe's two images disagree on a field")
         return per_image.any(dim=0)
@@ -268,11 +272,7 @@ def _probe_once(
         g = grads[1 + i]
         g = as_map[i](g) if g is not None else None
         out_size = tuple(as_map[i](below[i]).shape[-2:])
-        support = (
-            g[n * k : (n + 1) * k].abs().sum(dim=(0, 1)) > 0
-            if g is not None
-            else torch.zeros(out_size, dtype=torch.bool)
-        )
+        support = support_of(g, n) if g is not None else torch.zeros(out_size, dtype=torch.bool)
         rows, cols = torch.nonzero(support.any(dim=1)).flatten(), torch.nonzero(support.any(dim=0)).flatten()
         span = lambda v: (int(v[0]), int(v[-1])) if v.numel() else (-1, -1)  # noqa: E731
         links.append(Link(u, span(rows), span(cols), out_size, tuple(maps[i + 1].shape[-2:])))
@@ -371,11 +371,12 @@ def probe_geometry(
     the image; each upper layer is checked to read exactly the same unit of the layer below's
     output (so only 1x1 convs, BN, activations and same-size residual additions sit between) and
     then placed by the stacking formula (``models.contract.LayerGeometry``). All of it in one
-    forward and one backward pass over two images per probed unit, the model linearised
-    (:class:`_Linearised`); if a field comes out empty or inconsistent, or the two images
-    disagree (a nonlinearity the linearisation does not know blocked part of a field), again with
-    the model as it is and the union over 8 images per unit. The image grows (doubling, up to ``max_side``) only where the
-    border cuts the bottom layer's central fields on both sides.
+    forward and one backward pass over two images per bottom unit and one per pair above, the
+    model linearised (:class:`_Linearised`); if a field comes out empty or inconsistent, or a
+    bottom unit's two images disagree (a nonlinearity the linearisation does not know blocked
+    part of a field), again with the model as it is and the union over 8 images per item. The
+    image grows (doubling, up to ``max_side``) only where the border cuts the bottom layer's
+    central fields on both sides.
 
     Args:
         run: runs the model on ``(N, C, H, W)`` images.
