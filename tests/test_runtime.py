@@ -175,9 +175,17 @@ print(default, kept, handed_back)
 @pytest.mark.slow
 @pytest.mark.skipif(runtime._libc() is None, reason="glibc only: this C library has no mallopt")
 def test_keep_freed_memory_reuses_large_blocks():
-    out = subprocess.run([sys.executable, "-c", _FAULTS_CHILD], capture_output=True, text=True, check=True, cwd=ROOT)
-    default, kept, handed_back = map(int, out.stdout.split())
     pages = 4 * 64 * 2**20 // 4096  # what four fresh 64 MB blocks fault in, in 4 kB pages
+    # Page-fault counts come from the kernel; once in a full run here a fresh child counted no
+    # faults for fresh mappings at all (the kernel's memory daemon at work), so the measurement
+    # is taken up to three times and the first that shows the default behaviour is judged.
+    for _ in range(3):
+        out = subprocess.run(
+            [sys.executable, "-c", _FAULTS_CHILD], capture_output=True, text=True, check=True, cwd=ROOT
+        )
+        default, kept, handed_back = map(int, out.stdout.split())
+        if default > pages // 2 and handed_back > pages // 2:
+            break
     # default: each block is a fresh mapping; kept: the freed block is handed out again
     assert default > pages // 2, (default, kept, handed_back)
     assert kept < pages // 20, (default, kept, handed_back)
