@@ -207,7 +207,13 @@ def roi_section(load_model, inp: SceneInput) -> None:
         st.warning(f"The RoI models could not be loaded: {exc}")
         return
     c1, c2, c3, c4 = st.columns(4)
-    k = c1.selectbox("Box of digit", range(len(inp.boxes)), format_func=lambda i: f"digit {i + 1}", key="roi_digit")
+    heights = inp.heights
+
+    def named(i: int) -> str:  # the words of the main digit selector
+        label = inp.labels[i]
+        return f"digit {i + 1}: " + (f"a {label}, " if label is not None else "") + f"{int(heights[i])} px"
+
+    k = c1.selectbox("Box of digit", range(len(inp.boxes)), format_func=named, key="roi_digit")
     shift = (
         c2.slider("Move right (x its width)", -0.5, 0.5, 0.0, 0.05, key="roi_shift_x"),
         c3.slider("Move down (x its height)", -0.5, 0.5, 0.0, 0.05, key="roi_shift_y"),
@@ -298,8 +304,10 @@ def page(load_model, levels: int, method: str, own: dict[str, tuple[str, str]] |
         source = st.radio("Input", ["Test scene", "Draw", "Upload"], horizontal=True, key="scene_source")
         inp = {"Test scene": _bundled_input, "Draw": _drawn_input, "Upload": _uploaded_input}[source]()
     if inp is None:
-        with right:
-            st.info("Pick a test scene, draw a few digits or upload a picture to see where the layers look.")
+        refused = source == "Upload" and st.session_state.get("scene_upload") is not None  # its error is shown
+        if not refused:
+            with right:
+                st.info("Pick a test scene, draw a few digits or upload a picture to see where the layers look.")
         return
     t0 = time.perf_counter()
     a = _analysis(deform, regular, inp, (name, twin))

@@ -98,6 +98,7 @@ def test_bad_scene_uploads_give_messages():
         shown = [e.value for e in at.error] + [w.value for w in at.warning]
         if message is not None:
             assert any(message in m for m in shown), (name, shown)
+            assert not any("Pick a test scene" in i.value for i in at.info)  # the error alone, no blue box beside
 
 
 def _png_blank() -> bytes:
@@ -141,6 +142,9 @@ def test_roi_pooling_section_moves_the_box_and_reads_the_digit():
     at.run()
     text = _captions(at)
     assert "Deformable RoI pooling reads" in text and "plain RoI Align" in text
+    box = at.selectbox(key="roi_digit")  # named as in the main digit selector
+    assert box.options == [o for o in at.selectbox(key="scene_digit").options]
+    assert box.options[0].startswith("digit 1: a ") and box.options[0].endswith(" px")
     assert not at.subheader or not at.subheader[0].value.startswith("At a glance")  # the overview is closed
     at.slider(key="roi_shift_x").set_value(0.3).run()
     at.slider(key="roi_scale").set_value(1.3).run()
