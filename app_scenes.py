@@ -213,12 +213,19 @@ def roi_section(load_model, inp: SceneInput) -> None:
         label = inp.labels[i]
         return f"digit {i + 1}: " + (f"a {label}, " if label is not None else "") + f"{int(heights[i])} px"
 
+    # Defaults go into the session state, not into the widgets: the closed tab keeps the choices by
+    # assigning the state, and a widget given a value as well logs a warning. The largest digit
+    # first (the smallest is the hardest to see); a new picture with fewer digits starts over.
+    if st.session_state.get("roi_digit") not in range(len(inp.boxes)):
+        st.session_state["roi_digit"] = int(heights.argmax())
+    for key, default in (("roi_shift_x", 0.0), ("roi_shift_y", 0.0), ("roi_scale", 1.0)):
+        st.session_state.setdefault(key, default)
     k = c1.selectbox("Box of digit", range(len(inp.boxes)), format_func=named, key="roi_digit")
     shift = (
-        c2.slider("Move right (x its width)", -0.5, 0.5, 0.0, 0.05, key="roi_shift_x"),
-        c3.slider("Move down (x its height)", -0.5, 0.5, 0.0, 0.05, key="roi_shift_y"),
+        c2.slider("Move right (x its width)", -0.5, 0.5, step=0.05, key="roi_shift_x"),
+        c3.slider("Move down (x its height)", -0.5, 0.5, step=0.05, key="roi_shift_y"),
     )
-    scale = c4.slider("Scale", 0.5, 1.5, 1.0, 0.05, key="roi_scale")
+    scale = c4.slider("Scale", 0.5, 1.5, step=0.05, key="roi_scale")
     x0, y0, x1, y1 = inp.boxes[int(k)].tolist()
     w, h = x1 - x0, y1 - y0
     cx, cy = (x0 + x1) / 2 + shift[0] * w, (y0 + y1) / 2 + shift[1] * h

@@ -145,6 +145,10 @@ def test_roi_pooling_section_moves_the_box_and_reads_the_digit():
     box = at.selectbox(key="roi_digit")  # named as in the main digit selector
     assert box.options == [o for o in at.selectbox(key="scene_digit").options]
     assert box.options[0].startswith("digit 1: a ") and box.options[0].endswith(" px")
+    heights = [int(o.rsplit(", ", 1)[1].split()[0]) for o in box.options]
+    assert box.index == heights.index(max(heights))  # it opens on the largest digit
+    at.selectbox(key="roi_digit").set_value(0).run()
+    assert not at.exception and at.slider(key="roi_shift_x").value == 0.0
     assert not at.subheader or not at.subheader[0].value.startswith("At a glance")  # the overview is closed
     at.slider(key="roi_shift_x").set_value(0.3).run()
     at.slider(key="roi_scale").set_value(1.3).run()
