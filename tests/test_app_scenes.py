@@ -126,7 +126,7 @@ def test_every_view_of_a_unit_shows_for_both_models():
     from viz.views import VIEWS
 
     at = _run()
-    for view, short in zip(VIEWS[1:], ("ERF, 90% on", ": ESL, ", ": saliency "), strict=True):
+    for view, short in zip(VIEWS[1:], ("ERF, 90% on", "samples give half", ": saliency "), strict=True):
         at.radio(key="scene_view").set_value(view).run()
         assert not at.exception, [e.message for e in at.exception]
         titles = _chart_titles(at)

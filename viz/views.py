@@ -150,7 +150,10 @@ class EffectiveSamplingLocations(View):
     def panel(self, result, title, unit):
         layer, top = esl_layer(result["pts"], result["attributions"])
         return image_panel(
-            f"{title}: ESL, {top}/{len(layer.x)} hold half", result["cap"], 0, [layer, _unit_mark(result["cap"], unit)]
+            f"{title}: {top}/{len(layer.x)} samples give half",
+            result["cap"],
+            0,
+            [layer, _unit_mark(result["cap"], unit)],
         )
 
     def plain(self, result):
