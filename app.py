@@ -271,11 +271,13 @@ with left:
         up = st.file_uploader("Image of a digit", type=list(ia.UPLOAD_TYPES), key="upload")
         if up is not None:
             try:
-                img, notes = ia.decode_ink_image(up.getvalue(), up.name)
-                for n in notes:
-                    st.caption(n)
+                img, notes = ia.decode_image(up.getvalue(), up.name)
                 st.image(ia.preview(img), caption="uploaded")
-                image = ia.prepare(img)
+                try:
+                    image = ia.prepare(img, notes)  # adds what it did (inverted, paper cleaned)
+                finally:
+                    for n in notes:
+                        st.caption(n)
             except ia.InputError as exc:
                 st.error(str(exc))
                 image = None

@@ -19,7 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor, nn
 
 from viz.capture import Capture, capture
-from viz.preprocess import MAX_PIXELS, ink_notes, preprocess
+from viz.preprocess import MAX_PIXELS, preprocess
 from viz.stats import centre_unit
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
@@ -71,13 +71,6 @@ def decode_image(data: bytes, name: str = "upload") -> tuple[Image.Image, list[s
     return img, notes
 
 
-def decode_ink_image(data: bytes, name: str = "upload") -> tuple[Image.Image, list[str]]:
-    """:func:`decode_image` for pages that read strokes (digits, scenes, grey models): the notes
-    also say when the picture was inverted or its paper cleaned (``viz.preprocess.ink_notes``)."""
-    img, notes = decode_image(data, name)
-    return img, notes + ink_notes(img)
-
-
 def preview(img: Image.Image, box: int = 140) -> Image.Image:
     """A copy that fits in a ``box`` x ``box`` square whatever the aspect ratio (at least 1 px
     each way), in a mode browsers show: previews never push the page off screen or send a
@@ -101,10 +94,11 @@ def canvas_image(image_data_url: str | None) -> Image.Image | None:
     return img
 
 
-def prepare(image: Image.Image | np.ndarray | Tensor) -> Tensor:
-    """``viz.preprocess``; errors become :class:`InputError` for display."""
+def prepare(image: Image.Image | np.ndarray | Tensor, notes: list[str] | None = None) -> Tensor:
+    """``viz.preprocess`` (``notes`` gets what it did to the picture, for the user); errors
+    become :class:`InputError` for display."""
     try:
-        return preprocess(image)
+        return preprocess(image, notes)
     except ValueError as exc:
         raise InputError(str(exc)) from None
 

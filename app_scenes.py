@@ -128,10 +128,12 @@ def _uploaded_input() -> SceneInput | None:
         st.info("Upload a PNG, JPEG, BMP, GIF or WebP picture of a few digits.")
         return None
     try:
-        img, notes = ia.decode_ink_image(up.getvalue(), up.name)
-        for n in notes:
-            st.caption(n)
-        image = preprocess_scene(img, SCENE_SIZE)
+        img, notes = ia.decode_image(up.getvalue(), up.name)
+        try:
+            image = preprocess_scene(img, SCENE_SIZE, notes)  # adds what it did (inverted, paper cleaned)
+        finally:
+            for n in notes:
+                st.caption(n)
     except (ia.InputError, ValueError) as exc:
         st.error(str(exc))
         return None

@@ -18,10 +18,11 @@ import app_inputs as ia
 import viz
 from app_unit import group_choice, unit_chart, unit_sliders
 from models.discovery import DiscoveredModel
-from viz.classes import names_mismatch, top_k
+from viz.classes import names_mismatch, top_k, top_k_text
 from viz.figures import (
     count_note,
     family_note,
+    image_array,
     levels_figure,
     offset_field_figure,
 )
@@ -50,12 +51,13 @@ def _input(model: DiscoveredModel) -> tuple[torch.Tensor, str] | None:
         if up is None:
             st.info("Upload a PNG, JPEG, BMP, GIF or WebP image.")
             return None
-        decode = ia.decode_ink_image if model.in_channels == 1 else ia.decode_image  # grey models read strokes
-        img, notes = decode(up.getvalue(), up.name)
-        for n in notes:
-            st.caption(n)
+        img, notes = ia.decode_image(up.getvalue(), up.name)
         st.image(ia.preview(img), caption="uploaded")
-        return viz.prepare_for(model, img), up.name
+        try:
+            return viz.prepare_for(model, img, notes=notes), up.name  # adds what it did to the picture
+        finally:
+            for n in notes:
+                st.caption(n)
     except (ia.InputError, viz.PreprocessError) as exc:
         st.error(str(exc))
         return None
@@ -91,7 +93,7 @@ def page(model: DiscoveredModel, levels: int, method: str) -> None:
     if stacked > viz.deepest_level(full_cap):
         # A deep stack is drawn a window at a time: the unit sits on the chosen layer's output and
         # the levels go down from there.
-        names = [f.name for f in getattr(model, "found", [])] or [f"layer {i + 1}" for i in range(stacked)]
+        names = [f.name for f in model.found]
         with left:
             window = st.selectbox(
                 "Back-project from layer",
@@ -103,10 +105,11 @@ def page(model: DiscoveredModel, levels: int, method: str) -> None:
         if window < stacked - 1:
             cap, flat = full_cap.up_to(window), full_flat.up_to(window)
     deepest = viz.deepest_level(cap)
-    if levels > deepest:  # a deep model: more levels would be too many points to draw or compute
-        more = viz.path_count(cap, deepest + 1) if deepest < len(cap.layers) else None
+    more = viz.path_count(cap, deepest + 1) if levels > deepest and deepest < len(cap.layers) else None
+    levels = min(levels, deepest)  # a deep model: more levels would be too many points to draw or compute
+    if more or window < stacked - 1:
         st.caption(
-            f"Showing layers {window + 1} down to {window + 2 - deepest} of your model's {stacked} stacked layers "
+            f"Showing layers {window + 1} down to {window + 2 - levels} of your model's {stacked} stacked layers "
             "(1 = bottom)"
             + (
                 f": one more would give {more:,} points per unit (at most {viz.POINT_BUDGET:,} are drawn)."
@@ -114,23 +117,15 @@ def page(model: DiscoveredModel, levels: int, method: str) -> None:
                 else "."
             )
         )
-        levels = deepest
-    elif window < stacked - 1:
-        st.caption(f"Showing layers {window + 1} down to {window + 2 - levels} of your model's {stacked} (1 = bottom).")
     with left:
         # what the model receives, before its normalisation: in colour for a colour model
-        shown_image = image.permute(1, 2, 0).numpy() if image.shape[0] == 3 else image[0].numpy()
-        st.image(shown_image, caption=f"model input ({source})", width=140, clamp=True)
+        st.image(image_array(image), caption=f"model input ({source})", width=140, clamp=True)
         if cap.logits.dim() == 2:
             best = top_k(cap.probabilities[0], model.class_names, 5)
             if mismatch := names_mismatch(model.class_names, cap.logits.shape[1]):
                 st.caption(mismatch)
             st.metric("Your model predicts", best[0][1])
-            st.caption(
-                "Top 5: " + ", ".join(f"{name} {p:.1%}" for _, name, p in best)
-                if len(best) > 1
-                else f"with probability {best[0][2]:.1%}"
-            )
+            st.caption(f"Top 5: {top_k_text(best)}" if len(best) > 1 else f"with probability {best[0][2]:.1%}")
     ho, wo = cap.top.out_size
     unit = st.session_state["user_unit"]
     if unit[0] >= ho or unit[1] >= wo:

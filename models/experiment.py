@@ -51,10 +51,6 @@ from models.runtime import (
 from models.transforms import RANGES, TEST_SEED, describe, parse_augment
 
 
-def run_key(r: dict[str, Any]) -> tuple:
-    return job_key(r)
-
-
 def read_runs(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
@@ -338,21 +334,21 @@ def main(argv: list[str] | None = None, trial_fn: TrialFn = run_trial) -> int:
         for c in args.conditions
         for a in args.archs
     ]
-    finished = {run_key(r) for r in done}
-    pending = [t for t in todo if run_key(t) not in finished]
+    finished = {job_key(r) for r in done}
+    pending = [t for t in todo if job_key(t) not in finished]
     print(f"{len(todo) - len(pending)} of {len(todo)} runs already finished in {runs_file}; {len(pending)} to go")
 
     def on_record(record: dict[str, Any]) -> None:
         """Append the trial to the ledger at once (flushed to disk: a kill right after loses
         nothing) and refresh the report."""
-        if run_key(record) in finished:  # a retried trial that had already reported
+        if job_key(record) in finished:  # a retried trial that had already reported
             return
         record = {**record, "settings": settings}
         with runs_file.open("a") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()
             os.fsync(f.fileno())
-        finished.add(run_key(record))
+        finished.add(job_key(record))
         done.append(record)
         write_report(out, [r for r in done if r["dataset"] == args.dataset], settings)
 
@@ -389,7 +385,7 @@ def main(argv: list[str] | None = None, trial_fn: TrialFn = run_trial) -> int:
     if done:
         write_report(out, done, settings)
         print(f"wrote {out / 'results.md'}, {out / 'results.csv'}, {out / 'accuracy_by_condition.png'}")
-    left = [t for t in todo if run_key(t) not in finished]
+    left = [t for t in todo if job_key(t) not in finished]
     if failures is None or (left and not failures):
         print(
             f"interrupted: {len(todo) - len(left)} of {len(todo)} trials finished (kept in {runs_file}); "

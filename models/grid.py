@@ -34,7 +34,7 @@ from tqdm import tqdm
 from models.checkpoint import save_checkpoint
 from models.data import Split
 from models.runtime import keep_freed_memory
-from models.training import TrainConfig, accuracy, config_dict, model_config, train
+from models.training import TrainConfig, accuracy, config_dict, train
 
 #: ``(record, model)`` of one trained and tested job
 TrialFn = Callable[[dict[str, Any], Split, Split, "TrialSettings"], tuple[dict[str, Any], torch.nn.Module]]
@@ -111,9 +111,8 @@ def run_trial(
 
 def save_trial_model(model: torch.nn.Module, path: Path, record: dict[str, Any]) -> None:
     """The trained weights as a deformscope checkpoint (``python -m models.evaluate`` reads it)."""
-    cfg = TrainConfig(**{k: v for k, v in record["train"].items() if k in TrainConfig.__dataclass_fields__})
     meta = {"train": record["train"], "test_accuracy": record["test_accuracy"]["none"], "grid_record": record}
-    save_checkpoint(model, path, model_config(model, cfg), meta)
+    save_checkpoint(model, path, model.config(), meta)  # the config that rebuilds the net
 
 
 def _error_line(exc: BaseException) -> str:
@@ -197,9 +196,10 @@ def run_local(
             try:
                 record, model = trial_fn(job, train_split, test_split, settings)
             except Exception as exc:  # one trial's failure must not stop the grid
-                bar.errored(name, _error_line(exc), final=attempt > retries)
+                error = _error_line(exc)
+                bar.errored(name, error, final=attempt > retries)
                 if attempt > retries:
-                    failures.append(Failure(name, attempt, _error_line(exc)))
+                    failures.append(Failure(name, attempt, error))
                 continue
             save_trial_model(model, models_dir / f"{name}.pt", record)
             on_record(record)

@@ -6,6 +6,7 @@ import base64
 import io
 import re
 
+import pytest
 from PIL import Image, ImageDraw
 from streamlit.testing.v1 import AppTest
 
@@ -161,23 +162,19 @@ def test_roi_pooling_section_moves_the_box_and_reads_the_digit():
     assert at.slider(key="roi_scale").value == 1.3  # the box kept while the tab was closed
 
 
-def test_the_dcnv3_scene_model_offers_its_groups():
+@pytest.mark.parametrize(
+    ("name", "family", "one_group"),
+    [
+        ("scene_dcnv3", "InternImage's DCNv3", "group 1 at the top"),
+        ("scene_dcnv4", "FlashInternImage's DCNv4", "group 3 at the top"),
+    ],
+)
+def test_the_grouped_scene_models_offer_their_groups(name, family, one_group):
     at = _run()
-    at.selectbox(key="scene_model").set_value("scene_dcnv3").run()
+    at.selectbox(key="scene_model").set_value(name).run()
     assert not at.exception, [e.message for e in at.exception]
     assert at.selectbox(key="scene_group").value == "all groups"
-    assert "46656 sampling points at level 3" in _captions(at) and "InternImage's DCNv3" in _captions(at)
-    at.selectbox(key="scene_group").set_value("group 1 at the top").run()
-    assert not at.exception, [e.message for e in at.exception]
-    assert "11664 sampling points at level 3" in _captions(at)
-
-
-def test_the_dcnv4_scene_model_offers_its_groups_and_signed_weights():
-    at = _run()
-    at.selectbox(key="scene_model").set_value("scene_dcnv4").run()
-    assert not at.exception, [e.message for e in at.exception]
-    assert at.selectbox(key="scene_group").value == "all groups"
-    assert "46656 sampling points at level 3" in _captions(at) and "FlashInternImage's DCNv4" in _captions(at)
-    at.selectbox(key="scene_group").set_value("group 3 at the top").run()
+    assert "46656 sampling points at level 3" in _captions(at) and family in _captions(at)
+    at.selectbox(key="scene_group").set_value(one_group).run()
     assert not at.exception, [e.message for e in at.exception]
     assert "11664 sampling points at level 3" in _captions(at)

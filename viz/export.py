@@ -34,7 +34,7 @@ from models.catalog import twin_of
 from models.runtime import add_device_argument, describe_device, device_or_exit, use_all_cpu_threads
 from models.scenes import size_class
 from models.transforms import rotate_scale
-from viz.classes import names_mismatch, top_k
+from viz.classes import names_mismatch, top_k, top_k_text
 from viz.figures import (
     FigureSpec,
     adaptation_figure,
@@ -332,7 +332,7 @@ def export_user_model(args: argparse.Namespace, out: Path) -> int:
             best = top_k(cap.probabilities[0], model.class_names, 5)
             if k == 0 and (mismatch := names_mismatch(model.class_names, cap.logits.shape[1])):
                 print(f"note: {mismatch}", flush=True)
-            print(f"{source}: predicts " + ", ".join(f"{name} {p:.1%}" for _, name, p in best), flush=True)
+            print(f"{source}: predicts {top_k_text(best)}", flush=True)
         makers = user_builders(cap, unit)
         folder = out if len(inputs) == 1 else out / f"image_{k}"
         for name in wanted:

@@ -90,11 +90,14 @@ class FigureSpec:
     ncols: int
 
 
-def _img(cap: Capture, i: int = 0) -> np.ndarray:
-    """Image ``i`` as the model received it before normalisation: ``(H, W)`` grey, or
-    ``(H, W, 3)`` for a colour model."""
-    image = cap.images[i]
+def image_array(image: Tensor) -> np.ndarray:
+    """A ``(C, H, W)`` image as drawn: ``(H, W)`` grey, or ``(H, W, 3)`` for a colour one."""
     return image.permute(1, 2, 0).numpy() if image.shape[0] == 3 else image[0].numpy()
+
+
+def _img(cap: Capture, i: int = 0) -> np.ndarray:
+    """Image ``i`` as the model received it before normalisation."""
+    return image_array(cap.images[i])
 
 
 def _extent(cap: Capture) -> tuple[float, float, float, float]:
@@ -653,22 +656,12 @@ def unit_points_figure(
             pts = backproject(cap, unit, levels=levels, method=method, group=grouped)
         lvl = pts.levels
         n = pts.count(level=lvl)
-        if cap.top.deformable and all(lc.family == "torchvision" for lc in cap.layers):
-            drawn = [points_layer(pts, lvl, count_note(pts, lvl))]
-        elif cap.top.deformable:
-            note = count_note(pts, lvl) + (f", group {group} at the top" if grouped is not None else "")
-            drawn = family_points_layers(pts, lvl, note)
-        else:
-            layer = merged_points_layer(pts, lvl, "")
-            layer.label = f"{n} samples on {len(layer.x)} positions (size = count)"
-            drawn = [layer]
-        density = None
-        if cap.top.deformable and n > DENSITY_ABOVE:  # too many markers to draw or read: a density
-            density = density_heat(pts, lvl)
-            drawn = []
-        extent, grown = _extent_with(cap, [d.x for d in drawn], [d.y for d in drawn])
+        # too many markers to draw or read: a density instead, its pixels inside the axes
+        density = density_heat(pts, lvl) if cap.top.deformable and n > DENSITY_ABOVE else None
         if density is not None:
+            drawn = []
             (dh, dw), (ox, oy) = density[0].shape, density[1]
+            extent, grown = _extent_with(cap, [], [])
             extent = (
                 min(extent[0], ox - 0.5),
                 max(extent[1], ox + dw - 0.5),
@@ -676,6 +669,17 @@ def unit_points_figure(
                 min(extent[3], oy - 0.5),
             )
             grown = grown or extent != _extent(cap)
+        else:
+            if cap.top.deformable and all(lc.family == "torchvision" for lc in cap.layers):
+                drawn = [points_layer(pts, lvl, count_note(pts, lvl))]
+            elif cap.top.deformable:
+                note = count_note(pts, lvl) + (f", group {group} at the top" if grouped is not None else "")
+                drawn = family_points_layers(pts, lvl, note)
+            else:
+                layer = merged_points_layer(pts, lvl, "")
+                layer.label = f"{n} samples on {len(layer.x)} positions (size = count)"
+                drawn = [layer]
+            extent, grown = _extent_with(cap, [d.x for d in drawn], [d.y for d in drawn])
         layers = ([frame_layer(cap)] if grown else []) + [units_layer(cap), *drawn, unit_layer(pts, f"unit {unit}")]
         seg = segmentation_labels(cap.predictions[0]) if overlay and cap.logits.dim() == 4 else None
         panel = Panel(name, _img(cap), layers, extent=extent, labels=seg, label_colors=DIGIT_COLORS)

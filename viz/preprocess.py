@@ -66,17 +66,18 @@ def _array_to_float(arr: np.ndarray) -> np.ndarray:
     raise PreprocessError(f"unsupported pixel type {arr.dtype}; expected integers, floats or booleans")
 
 
-def _ink(arr: np.ndarray) -> np.ndarray:
-    """Ink strength in [0, 1] (digit bright), from grey / RGB / with alpha."""
+def _ink(arr: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Ink strength in [0, 1] (digit bright), from grey / RGB / with alpha, and notes on what
+    was done beyond reading it (see :func:`_ink_on_paper`)."""
     grey, alpha = _grey_alpha(arr)
     if alpha is not None and alpha.min() < 0.99:
         # Transparency carries the drawing (a canvas, a cut-out digit): ink = opacity times
         # the stroke's contrast against the opposite polarity; fully transparent = background.
         opaque = alpha > 0.5
         if opaque.any() and grey[opaque].mean() > 0.5:
-            return alpha * grey  # light strokes
-        return alpha * (1.0 - grey)  # dark strokes
-    return _ink_on_paper(grey)[0]
+            return alpha * grey, []  # light strokes
+        return alpha * (1.0 - grey), []  # dark strokes
+    return _ink_on_paper(grey)
 
 
 def _grey_alpha(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -141,13 +142,12 @@ def _ink_on_paper(grey: np.ndarray) -> tuple[np.ndarray, list[str]]:
 def ink_notes(image: Image.Image | np.ndarray | Tensor) -> list[str]:
     """What :func:`to_ink` does to this picture beyond reading it, in words for the user (an
     inversion, a cleaned background); empty for a clean white-on-black digit or a drawing."""
+    notes: list[str] = []
     try:
-        grey, alpha = _grey_alpha(_as_array(image))
+        to_ink(image, notes)
     except PreprocessError:
         return []  # to_ink says what is wrong
-    if alpha is not None and alpha.min() < 0.99:
-        return []  # transparency carries the drawing
-    return _ink_on_paper(grey)[1]
+    return notes
 
 
 #: Images with more pixels than this are refused (the app's upload guard uses the same limit).
@@ -183,7 +183,7 @@ def _as_array(image: Image.Image | np.ndarray | Tensor) -> np.ndarray:
     return arr
 
 
-def to_ink(image: Image.Image | np.ndarray | Tensor) -> np.ndarray:
+def to_ink(image: Image.Image | np.ndarray | Tensor, notes: list[str] | None = None) -> np.ndarray:
     """Any picture -> ink strength ``(H, W)`` float64 in [0, 1], 1 = strongest ink.
 
     Accepts a PIL image (any mode: grey, RGB, RGBA/transparent, palette, CMYK, 16-bit; the first
@@ -191,27 +191,31 @@ def to_ink(image: Image.Image | np.ndarray | Tensor) -> np.ndarray:
     ``(H, W, 1|3|4)`` of integers, floats ([0, 1] or [0, 255]) or booleans, or a torch tensor of
     the same layouts (or ``(C, H, W)``). Dark-on-light and light-on-dark are both handled
     (polarity is read from the border), and so is a drawing on a transparent background.
+    ``notes``: a list that gets what was done beyond reading the picture, in words for the user
+    (an inversion, a cleaned paper background).
 
     Raises:
         PreprocessError: empty, blank or huge image, unsupported type, shape or values.
     """
-    ink = _ink(_as_array(image))
+    ink, said = _ink(_as_array(image))
     peak = float(ink.max())
     if peak < MIN_CONTRAST:
         raise PreprocessError("the image is empty: no digit found (blank canvas or uniform image)")
+    if notes is not None:
+        notes.extend(said)
     return np.clip(ink / peak, 0.0, 1.0)
 
 
-def preprocess(image: Image.Image | np.ndarray | Tensor) -> Tensor:
+def preprocess(image: Image.Image | np.ndarray | Tensor, notes: list[str] | None = None) -> Tensor:
     """Any digit image -> MNIST format ``(1, 28, 28)`` float32 in [0, 1], white on black.
 
-    Inputs as for :func:`to_ink`. The digit's box is scaled to fit 20x20 and its centre of mass
-    put at the centre of the 28x28 field, as MNIST was made.
+    Inputs (and ``notes``) as for :func:`to_ink`. The digit's box is scaled to fit 20x20 and its
+    centre of mass put at the centre of the 28x28 field, as MNIST was made.
 
     Raises:
         PreprocessError: empty, blank or huge image, unsupported type, shape or values.
     """
-    ink = to_ink(image)
+    ink = to_ink(image, notes)
     rows = np.flatnonzero((ink > CROP_THRESHOLD).any(axis=1))
     cols = np.flatnonzero((ink > CROP_THRESHOLD).any(axis=0))
     crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
@@ -233,14 +237,17 @@ def preprocess(image: Image.Image | np.ndarray | Tensor) -> Tensor:
     return torch.from_numpy(out).unsqueeze(0)
 
 
-def preprocess_scene(image: Image.Image | np.ndarray | Tensor, size: int = SCENE_SIZE) -> Tensor:
+def preprocess_scene(
+    image: Image.Image | np.ndarray | Tensor, size: int = SCENE_SIZE, notes: list[str] | None = None
+) -> Tensor:
     """A picture of several digits -> a scene ``(1, size, size)`` float32 in [0, 1], white on black.
 
     Unlike :func:`preprocess` the digits keep their relative sizes and places (that is what the
     scene models look at): the whole picture is scaled, keeping its aspect ratio, to fit the
-    ``size x size`` canvas and centred on it (black bars fill the rest).
+    ``size x size`` canvas and centred on it (black bars fill the rest). ``notes`` as for
+    :func:`to_ink`.
     """
-    ink = to_ink(image)
+    ink = to_ink(image, notes)
     h, w = ink.shape
     scale = size / max(h, w)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))

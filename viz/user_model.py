@@ -93,13 +93,18 @@ def load_user_model(
 
 
 def prepare_for(
-    model: DiscoveredModel, image: Image.Image | np.ndarray | Tensor | str | Path, mode: str = "auto"
+    model: DiscoveredModel,
+    image: Image.Image | np.ndarray | Tensor | str | Path,
+    mode: str = "auto",
+    notes: list[str] | None = None,
 ) -> Tensor:
     """An image (or an image file) -> the model's input ``(C, H, W)`` in [0, 1].
 
     Modes: ``digit``: MNIST's recipe (:func:`viz.preprocess`), then resized to the input size;
     ``scene``: :func:`viz.preprocess_scene` (relative sizes kept); ``plain``: just resized, grey
     or colour as the model takes. ``auto``: ``digit`` for a 28x28 grey model, else ``plain``.
+    ``notes`` (a list) gets what was done to the picture beyond resizing (an inversion, a cleaned
+    paper background), in words for the user.
     """
     if mode not in PREPARE_MODES:
         raise ValueError(f"mode must be one of {PREPARE_MODES}, got {mode!r}")
@@ -107,21 +112,21 @@ def prepare_for(
         try:
             with Image.open(image) as img:
                 img.load()
-                return prepare_for(model, img.copy(), mode)
+                return prepare_for(model, img.copy(), mode, notes)
         except (OSError, SyntaxError) as exc:
             raise PreprocessError(f"cannot read image {str(image)!r}: {exc}") from None
     h, w = model.input_size
     if mode == "auto":
         mode = "digit" if (h, w) == (28, 28) and model.in_channels == 1 else "plain"
     if mode == "digit":
-        x = preprocess(image)
+        x = preprocess(image, notes)
     elif mode == "scene":
-        x = preprocess_scene(image, size=max(h, w))
+        x = preprocess_scene(image, size=max(h, w), notes=notes)
     elif isinstance(image, Image.Image) and model.in_channels == 3:
         rgb = image.convert("RGB").resize((w, h), Image.Resampling.BILINEAR)
         return torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
     else:
-        x = torch.from_numpy(to_ink(image).astype(np.float32)).unsqueeze(0)
+        x = torch.from_numpy(to_ink(image, notes).astype(np.float32)).unsqueeze(0)
     return fit_to(model, x)
 
 

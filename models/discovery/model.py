@@ -163,8 +163,7 @@ def discover(
             raise DiscoveryError(f"no deformable layer named {unknown}; found {list(by_name)}")
         found = [f for f in found if f.name in set(layers)]
     if geometry is None:
-        probed = probe_geometry(wrapped, found, (in_channels, *size), twins=every, progress=progress)
-        check_stacked(found, probed)
+        probed = probe_geometry(wrapped, found, (in_channels, *size), twins=every, progress=progress)  # stacking too
         grids = [(g.pixel_stride, g.pixel_offset) for g in probed]
         wrapped.geometry_method = "probed: receptive-field centres of input-map units on the regular path" + (
             f" (probe image {probed[0].probe_size[0]}x{probed[0].probe_size[1]})"
@@ -174,11 +173,8 @@ def discover(
     else:
         (s0, o0) = geometry
         grids = [((float(s0[0]), float(s0[1])), (float(o0[0]), float(o0[1])))]
-        for lo, hi in zip(found[:-1], found[1:], strict=True):
-            if lo.out_size != hi.in_size:
-                raise DiscoveryError(
-                    f"layers {lo.name!r} and {hi.name!r} are not stacked: map sizes {lo.out_size} vs {hi.in_size}"
-                )
+        check_stacked(found)
+        for lo in found[:-1]:
             placed = sampling_layer(lo, *grids[-1])
             grids.append((placed.out_pixel_stride, placed.out_pixel_offset))
         wrapped.geometry_method = "given: bottom layer's pixel stride and offset, the others by stacking"

@@ -279,14 +279,20 @@ def _probe_once(
     return fields, links
 
 
+def _check_sizes(lo: FoundLayer, hi: FoundLayer, out_size: tuple[int, int], in_size: tuple[int, int]) -> None:
+    """Raise unless ``lo``'s output map and ``hi``'s input map have the same size."""
+    if out_size != in_size:
+        raise DiscoveryError(
+            f"layers {lo.name!r} and {hi.name!r} are not stacked: {lo.name!r} outputs a {out_size} map but "
+            f"{hi.name!r} reads a {in_size} one (something in between resizes it). Choose a stacked subset "
+            "of the layers"
+        )
+
+
 def _check_link(lo: FoundLayer, hi: FoundLayer, link: Link) -> None:
     """Raise unless ``hi``'s input unit reads exactly the same unit of ``lo``'s output."""
     pair = f"layers {lo.name!r} and {hi.name!r} are not stacked"
-    if link.out_size != link.in_size:
-        raise DiscoveryError(
-            f"{pair}: {lo.name!r} outputs a {link.out_size} map but {hi.name!r} reads a {link.in_size} one "
-            "(something in between resizes it). Choose a stacked subset of the layers"
-        )
+    _check_sizes(lo, hi, link.out_size, link.in_size)
     if link.rows[0] < 0:
         raise DiscoveryError(f"{pair}: the input of {hi.name!r} does not depend on the output of {lo.name!r}")
     if link.rows != (link.unit[0], link.unit[0]) or link.cols != (link.unit[1], link.unit[1]):
@@ -423,14 +429,10 @@ def probe_geometry(
     return result
 
 
-def check_stacked(found: list[FoundLayer], probed: list[ProbedGeometry]) -> None:
-    """Kept for callers of the earlier API: :func:`probe_geometry` now checks stacking itself
-    (each upper layer reads exactly the same unit of the layer below); this only checks that
-    consecutive layers' map sizes agree."""
+def check_stacked(found: list[FoundLayer], probed: list[ProbedGeometry] | None = None) -> None:
+    """Raise :class:`DiscoveryError` unless consecutive layers' map sizes agree, as found at the
+    model's input size. :func:`probe_geometry` checks this and more (each upper layer reads
+    exactly the same unit of the layer below); this is the check where the geometry is given
+    instead of probed. ``probed`` is not used (kept for callers of the earlier API)."""
     for lo, hi in zip(found[:-1], found[1:], strict=True):
-        if lo.out_size != hi.in_size:
-            raise DiscoveryError(
-                f"layers {lo.name!r} and {hi.name!r} are not stacked: {lo.name!r} outputs a {lo.out_size} map but "
-                f"{hi.name!r} reads a {hi.in_size} one (something in between resizes it). Choose a stacked subset "
-                "of the layers"
-            )
+        _check_sizes(lo, hi, lo.out_size, hi.in_size)
