@@ -9,9 +9,9 @@ model" (untrained: their offset branches get random weights, so the samples move
     streamlit run app.py -- --model examples.dcn_families:flash_intern_image --input-size 32 --in-channels 3
     python -c "import viz; print(viz.load_user_model('examples.dcn_families:mmdet_dcn').report())"
 
-Each samples with its own code, independent of ``models.dcnv3`` / ``models.dcnv4`` and of
+Each samples with its own code, independent of ``models.ops.dcnv3`` / ``models.ops.dcnv4`` and of
 torchvision's op (mmcv and detectron2 run compiled ops of their own; here the pure-PyTorch
-``models.deform_conv.deform_conv2d`` stands for them, which is not the op discovery watches).
+``models.ops.deform_conv.deform_conv2d`` stands for them, which is not the op discovery watches).
 Class names differ from deformscope's on purpose: discovery recognises the structure, not the name.
 """
 
@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.deform_conv import deform_conv2d as pure_deform_conv2d
+from models.ops.deform_conv import deform_conv2d as pure_deform_conv2d
 
 # ---------------------------------------------------------------- DCNv3 / DCNv4 cores
 

@@ -93,9 +93,9 @@ def dcn_resnet(modulated: bool = False) -> DCNResNet:
 def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
-    from models.data import DataError, load_mnist
+    from models.data.mnist import DataError, load_mnist
+    from models.data.transforms import random_transform, transformed_test_set
     from models.runtime import atomic_write, keep_freed_memory, use_all_cpu_threads
-    from models.transforms import random_transform, transformed_test_set
 
     p = argparse.ArgumentParser(
         prog="python -m examples.dcn_resnet",

@@ -3,10 +3,10 @@ one checkpoint loader everyone uses."""
 
 from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from models.contract import ForwardArgument, ModuleOutput, SamplingLayer, describe_layer
-from models.deform_conv import DeformConv2d, deform_conv2d
 from models.geometry import sampling_positions
-from models.nets import ARCHS, MnistNet, build_model, count_parameters
-from models.scene_nets import SceneNet
+from models.nets.digits import ARCHS, MnistNet, build_model, count_parameters
+from models.nets.scenes import SceneNet
+from models.ops.deform_conv import DeformConv2d, deform_conv2d
 
 __all__ = [
     "ARCHS",

@@ -23,7 +23,7 @@ that the times are not disturbed; CUDA: torch's peak allocated memory). Then the
 training step of the digit classifiers (DCNv1, DCNv2, regular, batch 128, 28x28) and what that
 makes an epoch of 10,000 digits; then deformable RoI pooling against roi_align. On CUDA, ours and
 torchvision's compiled op are both timed, and the layer uses the faster one, forward alone for an
-inference, forward and backward for training (models.deform_conv.CUDA_IMPL).
+inference, forward and backward for training (models.ops.deform_conv.CUDA_IMPL).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import deform_conv2d as tv_deform_conv2d
 
-from models.deform_conv import deform_conv2d
+from models.ops.deform_conv import deform_conv2d
 from models.runtime import (
     add_device_argument,
     describe_device,
@@ -173,7 +173,7 @@ def bench_shape(
 
 def bench_training(repeats: int, device: torch.device) -> dict[str, list[float]]:
     """Seconds per training step (forward, loss, backward, AdamW step) of the digit classifiers."""
-    from models.nets import MnistNet
+    from models.nets.digits import MnistNet
 
     g = torch.Generator().manual_seed(0)
     x = torch.rand(128, 1, 28, 28, generator=g).to(device)
@@ -280,9 +280,9 @@ FAMILY_SHAPE = (32, 64, 16)
 def _family_ops(device: torch.device) -> dict[str, tuple[Callable[[], object], Callable[[], None]]]:
     """Forward and forward+backward of one scene-shaped layer of each kind, offset branches
     randomised so that the samples move (they start at zero)."""
-    from models.dcnv3 import DCNv3
-    from models.dcnv4 import DCNv4
-    from models.deform_conv import DeformConv2d
+    from models.ops.dcnv3 import DCNv3
+    from models.ops.dcnv4 import DCNv4
+    from models.ops.deform_conv import DeformConv2d
 
     n, c, size = FAMILY_SHAPE
     g = torch.Generator().manual_seed(0)
@@ -344,7 +344,7 @@ def bench_roi(repeats: int, device: torch.device | None = None) -> None:
     """Deformable RoI pooling (ours, random offsets) against roi_align: 128 RoIs, 64 channels."""
     from torchvision.ops import roi_align
 
-    from models.roi_pool import deform_roi_pool
+    from models.ops.roi_pool import deform_roi_pool
 
     device = device or torch.device("cpu")
     g = torch.Generator().manual_seed(0)

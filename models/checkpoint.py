@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.nets import ALL_ARCHS, MnistNet
+from models.nets.digits import ALL_ARCHS, MnistNet
 from models.runtime import atomic_write
 
 #: Where the shipped checkpoints live; ``name`` means ``CHECKPOINT_DIR / f"{name}.pt"``.
@@ -88,8 +88,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 def _families() -> dict[str, type[nn.Module]]:
     """Model family name (``config["family"]``) -> class with ``from_config``. Checkpoints written
     before families existed are digit classifiers."""
-    from models.roi_nets import RoiNet
-    from models.scene_nets import SceneNet
+    from models.nets.roi import RoiNet
+    from models.nets.scenes import SceneNet
 
     return {MnistNet.family: MnistNet, SceneNet.family: SceneNet, RoiNet.family: RoiNet}
 

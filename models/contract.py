@@ -33,7 +33,7 @@ a family whose regular grid differs (DCNv3's ``offset_scale``, a removed centre)
 (BN, activations, 1x1 convs, same-size residual additions), is the input map of layer ``l + 1``.
 
 :func:`describe_layer` fills the sources for the layer types this project knows (our
-:class:`~models.deform_conv.DeformConv2d`, torchvision's ``DeformConv2d`` and ``nn.Conv2d``);
+:class:`~models.ops.deform_conv.DeformConv2d`, torchvision's ``DeformConv2d`` and ``nn.Conv2d``);
 ``models.families`` describes the other DCN families.
 """
 
@@ -47,8 +47,8 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from models.deform_conv import DeformConv2d
 from models.geometry import pair
+from models.ops.deform_conv import DeformConv2d
 
 #: Positions of the arguments of torchvision's op: ``torchvision::deform_conv2d(input, weight,
 #: offset, mask, bias, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, weight_groups,

@@ -1,6 +1,6 @@
 """Sampling geometry of a (deformable) convolution, written once: tensors in, tensors out.
 
-The deformable operator (``models.deform_conv``), the nets' layer descriptions
+The deformable operator (``models.ops.deform_conv``), the nets' layer descriptions
 (``models.contract``) and ``viz``'s back-projection all import these functions, so the tap
 order, the output size and the sampling formula cannot drift apart.
 

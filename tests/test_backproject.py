@@ -224,7 +224,7 @@ def test_path_count_equals_the_points_paths_for_grouped_layers():
     import torch
 
     from examples.dcn_families import randomise_offsets
-    from models.scene_nets import SceneNet
+    from models.nets.scenes import SceneNet
     from viz import backproject, capture
     from viz.backproject import path_count
 
@@ -245,7 +245,7 @@ def test_exact_weight_maps_equal_the_exact_points_merged(name):
 
     import viz
     from examples.dcn_families import randomise_offsets
-    from models.scene_nets import SceneNet
+    from models.nets.scenes import SceneNet
     from viz.backproject import exact_weight_maps
 
     torch.manual_seed(0)

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torchvision.ops import deform_conv2d as tv_deform_conv2d
 
-from models.dcnv3 import DCNv3, dcnv3_core, dcnv3_locations
+from models.ops.dcnv3 import DCNv3, dcnv3_core, dcnv3_locations
 
 
 def bilinear(img: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -205,8 +205,8 @@ def test_module_backward_reaches_offsets():
 
 @pytest.mark.parametrize(("scale", "remove_center", "stride"), [(1.0, False, 1), (0.5, True, 1), (1.5, False, 2)])
 def test_regular_sample_equals_the_core_with_zero_offsets(scale, remove_center, stride):
-    from models.dcnv3 import regular_sample
     from models.geometry import dcnv3_grid_yx
+    from models.ops.dcnv3 import regular_sample
 
     k, pad, dil, group = 3, 1, 1, 2
     value, offset, mask = random_inputs(1, 7, 6, group, 2, k, stride, pad, dil, remove_center, seed=2)

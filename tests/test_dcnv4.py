@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.dcnv4 import DCNv4, dcnv4_core, offset_mask_channels, split_offset_mask
+from models.ops.dcnv4 import DCNv4, dcnv4_core, offset_mask_channels, split_offset_mask
 from tests.test_dcnv3 import loop_core
 
 

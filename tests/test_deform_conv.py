@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import deform_conv2d as tv_deform_conv2d
 
-from models.deform_conv import DeformConv2d, deform_conv2d, output_size, sampling_positions
+from models.ops.deform_conv import DeformConv2d, deform_conv2d, output_size, sampling_positions
 
 
 def _inputs(stride, dilation, modulated, groups=1, offset_groups=1, seed=0, dtype=torch.float32):
@@ -117,7 +117,7 @@ def test_bad_offset_shape_is_a_clear_error():
 @pytest.mark.slow
 @pytest.mark.parametrize("groups", [1, 2])
 def test_gradcheck_and_double_backward_float64(groups):
-    from models.deform_conv import deform_conv2d as ours
+    from models.ops.deform_conv import deform_conv2d as ours
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 4, 5, 6, generator=g, dtype=torch.float64, requires_grad=True)

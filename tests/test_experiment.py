@@ -9,7 +9,7 @@ import pickle
 import numpy as np
 import pytest
 
-from models import experiment
+from models.train import experiment
 
 
 def _tiny_args(data_dir, out, dataset="mnist"):

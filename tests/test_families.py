@@ -27,7 +27,7 @@ from models.contract import SamplingLayer
 from models.discovery import DiscoveryError, discover
 from models.families import describe, family_of
 from models.geometry import dcnv3_grid_yx
-from models.scene_nets import SceneNet
+from models.nets.scenes import SceneNet
 from tests.test_dcnv3 import bilinear
 from viz import backproject, capture, regular_grid
 

@@ -33,7 +33,7 @@ def digit():
 
 
 def test_receptive_field_draws_729_backprojected_points_per_unit(models, digit):
-    from models.transforms import rotate_scale
+    from models.data.transforms import rotate_scale
 
     images = torch.stack([digit, rotate_scale(digit, 0.0, 0.6), rotate_scale(digit, 0.0, 1.3)])
     spec = receptive_field_figure(viz.capture(models["deform_rts"], images), viz.capture(models["regular_rts"], images))
@@ -109,7 +109,7 @@ def test_offset_field_arrows_are_mean_offsets_in_pixels(models, digit):
 
 
 def test_adaptation_regular_curve_is_flat(models, digit):
-    from models.transforms import rotate_scale
+    from models.data.transforms import rotate_scale
 
     scales = (0.6, 0.8, 1.0, 1.2, 1.4)
     variants = [(sc, 0.0) for sc in scales] + [(1.0, 45.0)]
@@ -209,7 +209,7 @@ def test_signed_weights_are_drawn_as_such():
     import torch
 
     from examples.dcn_families import randomise_offsets
-    from models.scene_nets import SceneNet
+    from models.nets.scenes import SceneNet
     from viz import capture
     from viz.figures import POINT_BLUE, POINT_RED, family_note, unit_points_figure
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from models import experiment, grid
+from models.train import experiment, grid
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -135,7 +135,7 @@ def _tune_trials(out: Path) -> dict[str, list[str]]:
 def test_a_killed_ray_grid_resumes_without_rerunning_or_losing_a_trial(mnist_dir, tmp_path):
     pytest.importorskip("ray")
     out = tmp_path / "exp"
-    cmd = [sys.executable, "-m", "models.experiment",
+    cmd = [sys.executable, "-m", "models.train.experiment",
            *_args(mnist_dir, out, "--engine", "ray", "--workers", "1", seeds=("0", "1", "2"))]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torchvision.ops import roi_align
 
-from models.roi_nets import GAMMA, RoiNet, jitter_boxes
+from models.nets.roi import GAMMA, RoiNet, jitter_boxes
 from viz.roi import roi_bins
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torchvision.ops import roi_align
 
-from models.roi_pool import DeformRoIPool, bin_geometry, deform_roi_pool
+from models.ops.roi_pool import DeformRoIPool, bin_geometry, deform_roi_pool
 
 
 def _case(seed: int = 0, dtype=torch.float32):

@@ -13,9 +13,10 @@ import pytest
 import torch
 from torch import Tensor
 
-from models import deform_conv, runtime
+from models import runtime
 from models.bench import cpu_peaks, peak_memory_mb
 from models.checkpoint import load_checkpoint, save_checkpoint
+from models.ops import deform_conv
 from models.runtime import describe_device, resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,8 +97,8 @@ def test_measure_faster_inside_a_no_grad_call(mode):
 
 
 def test_training_on_cpu_device_argument(tmp_path):
-    from models.data import Split
-    from models.training import TrainConfig, predict, train
+    from models.data.mnist import Split
+    from models.train.loop import TrainConfig, predict, train
 
     g = torch.Generator().manual_seed(0)
     data = Split(torch.rand(16, 1, 28, 28, generator=g), torch.randint(0, 10, (16,), generator=g), "16 random")
@@ -126,8 +127,8 @@ def test_layer_on_cuda_equals_cpu():
 
 @needs_cuda
 def test_training_on_cuda_saves_a_cpu_checkpoint(tmp_path):
-    from models.data import Split
-    from models.training import TrainConfig, model_config, predict, train
+    from models.data.mnist import Split
+    from models.train.loop import TrainConfig, model_config, predict, train
 
     g = torch.Generator().manual_seed(0)
     data = Split(torch.rand(16, 1, 28, 28, generator=g), torch.randint(0, 10, (16,), generator=g), "16 random")
@@ -140,7 +141,7 @@ def test_training_on_cuda_saves_a_cpu_checkpoint(tmp_path):
 
 
 def test_a_command_refuses_an_unknown_device(capsys):
-    from models import evaluate
+    from models.train import evaluate
 
     with pytest.raises(SystemExit) as exc:
         evaluate.main(["no_such.pt", "--device", "tpu"])

@@ -94,7 +94,7 @@ def test_checkpoint_round_trip(tmp_path):
 
 @pytest.mark.slow
 def test_training_learns_and_metrics_are_computed():
-    from models.scene_training import SceneTrainConfig, evaluate_scenes, train_scenes
+    from models.train.scenes import SceneTrainConfig, evaluate_scenes, train_scenes
     from tests.test_scenes import _pool
 
     digits, labels = _pool(20)
@@ -104,8 +104,8 @@ def test_training_learns_and_metrics_are_computed():
     again, _ = train_scenes(cfg, digits, labels, progress=False)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True))
     assert log["steps"] == 60 and model.top[0].offset_conv.weight.abs().sum() > 0
-    from models.scene_training import pixel_loss
-    from models.scenes import SceneConfig, generate
+    from models.data.scenes import SceneConfig, generate
+    from models.train.scenes import pixel_loss
 
     test = generate(digits, labels, 10, seed=77, config=SceneConfig(**scene))
     untrained, _ = train_scenes(SceneTrainConfig(**{**cfg.__dict__, "steps": 0}), digits, labels, progress=False)
@@ -119,8 +119,8 @@ def test_training_learns_and_metrics_are_computed():
 
 
 def test_scene_metrics_by_hand():
-    from models.scene_training import scene_metrics
-    from models.scenes import generate
+    from models.data.scenes import generate
+    from models.train.scenes import scene_metrics
     from tests.test_scenes import _pool
 
     digits, labels = _pool(10)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.scenes import BACKGROUND, INK, SIZE_EDGES, SceneConfig, generate, size_class
+from models.data.scenes import BACKGROUND, INK, SIZE_EDGES, SceneConfig, generate, size_class
 
 
 def _pool(n: int = 40, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,9 +95,9 @@ def test_rotation_and_bad_configs():
 def test_test_scenes_are_made_of_the_named_test_digits(mnist_dir):
     import torch.nn.functional as F
 
-    from models.data import load_mnist
-    from models.scene_training import test_scenes
-    from models.scenes import _crop
+    from models.data.mnist import load_mnist
+    from models.data.scenes import _crop
+    from models.train.scenes import test_scenes
 
     test = load_mnist(mnist_dir, train=False)
     sc = test_scenes(test.images, test.labels, count=20)
@@ -119,7 +119,7 @@ def test_test_scenes_are_made_of_the_named_test_digits(mnist_dir):
 
 
 def test_rescale_digit_grows_and_shrinks_one_digit_about_its_centre():
-    from models.scenes import rescale_digit
+    from models.data.scenes import rescale_digit
 
     digits, labels = _pool()
     sc = generate(digits, labels, 40, seed=11)

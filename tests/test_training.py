@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from models import load_checkpoint
-from models.data import DataError, Split, load_mnist
-from models.training import TrainConfig, accuracy, train
+from models.data.mnist import DataError, Split, load_mnist
+from models.train.loop import TrainConfig, accuracy, train
 
 
 def _toy_split(n: int = 64) -> Split:
@@ -45,8 +45,8 @@ def test_missing_data_is_a_clear_error(tmp_path):
 
 @pytest.mark.slow
 def test_train_and_evaluate_commands(mnist_dir, tmp_path, capsys):
-    from models import evaluate
     from models import train as train_cmd
+    from models.train import evaluate
 
     out = tmp_path / "ckpt" / "tiny.pt"
     argv = ["--arch", "deform2", "--augment", "rotate", "--epochs", "1", "--max-steps", "4", "--batch-size", "32"]
@@ -67,7 +67,7 @@ def test_train_and_evaluate_commands(mnist_dir, tmp_path, capsys):
 
 
 def test_evaluate_reports_a_bad_checkpoint(mnist_dir, tmp_path, capsys):
-    from models import evaluate
+    from models.train import evaluate
 
     bad = tmp_path / "bad.pt"
     bad.write_text("nope")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.transforms import affine, describe, parse_augment, random_transform, transformed_test_set
+from models.data.transforms import affine, describe, parse_augment, random_transform, transformed_test_set
 
 
 def _peak(img: torch.Tensor) -> tuple[int, int]:

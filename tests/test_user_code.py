@@ -70,7 +70,7 @@ def user_project(tmp_path: Path) -> Path:
 
 def _ours_still_work() -> None:
     import models
-    from models.scene_nets import SceneNet
+    from models.nets.scenes import SceneNet
 
     assert Path(models.__file__).resolve().parent == REPO / "models"
     assert type(viz.load("deform_plain")).__name__ == "MnistNet"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import viz
-from viz.views import REGISTRY, SUPPORT_VIEWS, VIEWS, SamplingPoints, View, get_view
+from viz.views import REGISTRY, SUPPORT_VIEWS, VIEWS, View, get_view
 
 
 @pytest.fixture(scope="module")
@@ -49,24 +49,48 @@ def test_each_support_view_computes_draws_and_says_what_it_found(scene, name):
     assert sentence.endswith(".") and any(ch.isdigit() for ch in sentence)
 
 
-def test_a_new_view_is_one_subclass(scene):
-    """The architecture page's worked example: a view that marks the unit's level-1 samples."""
-    from viz.figures import image_panel, points_layer
+class LevelOne(View):
+    """The architecture page's worked example: the top layer's own samples."""
 
-    class LevelOne(SamplingPoints):
-        name = "level 1 only"
-        caption = "the top layer's own samples"
-        draws_points = False
+    name = "level 1 only"
+    caption = "the top layer's own samples, before any recursion"
+    needs_model = False
 
-        def compute(self, model, cap, unit, method="bilinear", levels=None, group=None):
-            return {"cap": cap, "pts": viz.backproject(cap, unit, levels=1, method=method)}
+    def compute(self, model, cap, unit, method="bilinear", levels=None, group=None):
+        return {"cap": cap, "pts": viz.backproject(cap, unit, levels=1, method=method, group=group)}
 
-        def panel(self, result, title, unit):
-            return image_panel(title, result["cap"], 0, [points_layer(result["pts"])])
+    def panel(self, result, title, unit):
+        from viz.figures import image_panel, points_layer
 
-        figure = View.figure
+        return image_panel(title, result["cap"], 0, [points_layer(result["pts"])])
 
-    model, _, cap, _ = scene
-    view = LevelOne()
-    spec = view.figure([{**view.compute(model, cap, (6, 10)), "title": "d"}], (6, 10))
-    assert len(next(layer for layer in spec.panels[0].layers if layer.kind == "points").x) == 9
+    def plain(self, result):
+        return f"The top layer reads {len(result['pts'])} samples."
+
+
+def test_a_new_view_is_one_subclass_and_one_registry_line(scene, monkeypatch):
+    """The architecture page's worked example, registered as its one line would: the page
+    function computes and draws it, and the app's scene page offers it, says what it found and
+    puts it in the address, with no page changed."""
+    import viz.views as views
+    from viz.pages import analyse, unit_view
+
+    registry = {**REGISTRY, "level 1 only": LevelOne()}
+    monkeypatch.setattr(views, "REGISTRY", registry)
+    monkeypatch.setattr(views, "VIEWS", tuple(registry))
+    model, twin, cap, _ = scene
+    pair = analyse(model, twin, viz.load_scene_samples().images[10], "scene_deform")
+    shown = unit_view(pair, (model, twin), ("d", "r"), (6, 10), "level 1 only")
+    assert shown.found == "The top layer reads 9 samples" and len(shown.spec.panels) == 2
+    assert len(next(layer for layer in shown.spec.panels[0].layers if layer.kind == "points").x) == 9
+
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import REPO
+
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120).run()
+    assert "level 1 only" in at.radio(key="scene_view").options
+    at.radio(key="scene_view").set_value("level 1 only").run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert any("The top layer reads 9 samples" in c.value for c in at.caption)
+    assert at.query_params["view"] == "level 1 only"

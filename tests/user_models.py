@@ -10,7 +10,7 @@ import torchvision
 from torch import nn
 from torchvision.ops import DeformConv2d as TvDeformConv2d
 
-from models.deform_conv import DeformConv2d
+from models.ops.deform_conv import DeformConv2d
 
 
 class InlineDeform(nn.Module):

@@ -123,7 +123,7 @@ def grouped_points(repeats: int, device: torch.device | str = "cpu") -> None:
     ones with moved offsets where they are not shipped): capture + level-3 points of one unit, all
     groups merged (36^3 = 46,656 samples) and one group at the top. Goal: under 50 ms, all groups
     merged."""
-    from models.scene_nets import SceneNet
+    from models.nets.scenes import SceneNet
 
     image = torch.rand(1, 1, 64, 64, generator=torch.Generator().manual_seed(0))
     for arch in ("dcnv3", "dcnv4"):
@@ -190,19 +190,13 @@ def _canvas_png(draw_fn, side: int) -> Image.Image:
 
 
 def app_update(repeats: int, device: torch.device | str = "cpu") -> None:
-    """What the app's digit mode does server-side when the canvas changes: decode the PNG,
-    preprocess, run both models, build every view's spec, draw it with Plotly and serialise it
-    as Streamlit does."""
-    from viz.figures import (
-        density_figure,
-        dilation_figure,
-        levels_figure,
-        offset_field_figure,
-        probabilities_figure,
-        unit_points_figure,
-    )
+    """What the app's digit page does server-side when the canvas changes: decode the PNG,
+    preprocess, run both models, build every tab's spec with the page's own functions
+    (``viz.pages``), draw it with Plotly and serialise it as Streamlit does."""
+    from viz.pages import DIGIT_TABS, analyse, digit_tab, unit_view
     from viz.render import plotly_figure, plotly_json
     from viz.stats import centre_unit
+    from viz.views import VIEWS
 
     try:
         deform, regular = viz.load("deform_rts", device), viz.load("regular_rts", device)
@@ -212,25 +206,18 @@ def app_update(repeats: int, device: torch.device | str = "cpu") -> None:
     decode = _canvas_png(lambda d: d.line([(60, 50), (200, 50), (110, 240)], fill=(255, 255, 255, 255), width=22), 280)
 
     def update(points_only: bool = False) -> None:
-        image = viz.preprocess(decode())
-        cap_d, cap_r = viz.capture(deform, image), viz.capture(regular, image)
-        caps = {"deformable": cap_d, "regular twin": cap_r}
-        unit = centre_unit(cap_d)
+        pair = analyse(deform, regular, viz.preprocess(decode()), "deform_rts")
+        unit = centre_unit(pair.deform)
         specs = [
-            unit_points_figure(cap_d, cap_r, unit),
-            probabilities_figure(caps, {"deformable": "#e41a1c", "regular twin": "#7f7f7f"}),
+            unit_view(pair, (deform, regular), ("deformable", "regular twin"), unit, VIEWS[0]).spec,
+            digit_tab(pair, "probabilities", unit),
         ]
         if not points_only:
-            specs += [
-                levels_figure(cap_d, unit),
-                offset_field_figure(cap_d),
-                density_figure(caps),
-                dilation_figure(cap_d),
-            ]
+            specs += [digit_tab(pair, tab, unit) for tab in DIGIT_TABS]
         for spec in specs:
             plotly_json(plotly_figure(spec, interactive=True))
 
-    print("app, digit mode, new canvas state -> all figures serialised (server side):")
+    print("app, digit page, new canvas state -> all figures serialised (server side):")
     print(
         f"  every tab: {spread(time_runs(update, repeats))} ms   "
         f"sampling-points tab only: {spread(time_runs(lambda: update(True), repeats))} ms"
@@ -238,18 +225,20 @@ def app_update(repeats: int, device: torch.device | str = "cpu") -> None:
 
 
 def scene_update(repeats: int, device: torch.device | str = "cpu") -> None:
-    """The scene mode's server-side work for a new drawing: decode the 256x256 canvas PNG, make
-    the 64x64 scene, find its digits, run the scene model and its twin, build the points view
-    and the triplet and serialise them as Streamlit does."""
-    from viz.figures import scene_receptive_field_figure, unit_points_figure
+    """The scene page's server-side work for a new drawing: decode the 256x256 canvas PNG, make
+    the 64x64 scene, find its digits, run the scene model and its twin, build the points view,
+    the caption, the per-digit table and the triplet with the page's own functions
+    (``viz.pages``) and serialise the figures as Streamlit does."""
+    from viz.pages import analyse, scene_glance, scene_picks, scene_reads, scene_unit_words, unit_view
     from viz.preprocess import preprocess_scene
     from viz.render import plotly_figure, plotly_json
-    from viz.scene_stats import ink_boxes, pick_units
+    from viz.scene_stats import ink_boxes
+    from viz.views import VIEWS
 
     try:
         deform, regular = viz.load("scene_deform", device), viz.load("scene_regular", device)
     except viz.CheckpointError as exc:
-        print(f"app, scene mode: skipped ({exc})")
+        print(f"app, scene page: skipped ({exc})")
         return
 
     def two_digits(d) -> None:
@@ -261,17 +250,16 @@ def scene_update(repeats: int, device: torch.device | str = "cpu") -> None:
     def update() -> None:
         scene = preprocess_scene(decode())
         boxes = ink_boxes(scene)
-        cap_d, cap_r = viz.capture(deform, scene.unsqueeze(0)), viz.capture(regular, scene.unsqueeze(0))
-        picks = pick_units(cap_d, boxes, boxes[:, 3] - boxes[:, 1])
+        pair = analyse(deform, regular, scene, "scene_deform", "scene_regular")
+        picks = scene_picks(pair, boxes)
         unit = picks["large"] or (8, 8)
-        figs = [
-            plotly_figure(unit_points_figure(cap_d, cap_r, unit), interactive=True),
-            plotly_figure(scene_receptive_field_figure(cap_d, None, [picks]), interactive=True),
-        ]
-        for f in figs:
-            plotly_json(f)
+        shown = unit_view(pair, (deform, regular), ("scene_deform", "scene_regular (twin)"), unit, VIEWS[0], levels=3)
+        scene_unit_words(pair, shown, boxes, unit, "bilinear", 3, None)
+        scene_reads(pair, boxes, [None] * len(boxes))
+        for spec in (shown.spec, scene_glance(pair, boxes)):
+            plotly_json(plotly_figure(spec, interactive=True))
 
-    print("app, scene mode, new 64x64 drawing -> both models, points view and triplet serialised (server side):")
+    print("app, scene page, new 64x64 drawing -> both models, points view and triplet serialised (server side):")
     print(f"  {spread(time_runs(update, repeats))} ms")
 
 

@@ -3,29 +3,23 @@
 Works for any model with a ``sampling_layers()`` method (the contract in ``models.contract``):
 the hooks go exactly where each layer's ``offset_source`` / ``mask_source`` say.
 
-Safe under concurrency. Web servers (one Streamlit server, many browser sessions) and data
-loaders share one model between threads. Forward hooks live on the shared module, so a hook
-registered by one call also fires during every other thread's forward pass. Each call here
-therefore records only into its own recorder, selected through a :mod:`contextvars` variable
-that is private to the calling thread (and asyncio task): another thread's forward pass runs
-the hook, sees a different active recorder and records nothing. No lock serialises the users;
-the hooks are registered and removed inside one ``with`` block, even when the forward pass
-raises. A model left in training mode is switched to eval mode for the call and restored;
-only such calls are serialised (a mode switch is shared state), so share models in eval mode
-(``viz.load`` returns them so).
+Safe under concurrency: one model may be shared by many threads (one Streamlit server, many
+browser sessions). The hooks of one call live in a :class:`viz.hooks.HookContext`, which records
+only this thread's (and asyncio task's) forward pass and removes every hook on exit, even when
+the forward pass raises; no lock serialises the users. A model left in training mode is
+switched to eval mode for the call and restored; only such calls are serialised (a mode switch
+is shared state), so share models in eval mode (``viz.load`` returns them so).
 """
 
 from __future__ import annotations
 
 import threading
-from contextlib import ExitStack, contextmanager
-from contextvars import ContextVar
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.overrides import TorchFunctionMode
 
 from models.contract import (
     TORCHVISION_OP_ARGS,
@@ -35,9 +29,9 @@ from models.contract import (
     OpArgument,
     SamplingLayer,
     Source,
-    is_torchvision_deform_op,
 )
 from models.runtime import model_device
+from viz.hooks import HookContext
 
 
 @dataclass(frozen=True)
@@ -150,18 +144,23 @@ class _Recorder:
     def __init__(self) -> None:
         self.tensors: dict[tuple[int, str], Tensor | None] = {}
         self.calls: dict[tuple[int, str], int] = {}
-        # Layers (indices) whose forward is running now and whose sources are OpArguments:
-        # the innermost one owns a deform_conv2d op call seen by _OpTap.
-        self.op_frames: list[int] = []
+        # per layer whose sources are OpArguments: the argument names its op call hands over
         self.op_names: dict[int, set[str]] = {}
 
     def put(self, key: tuple[int, str], value: Tensor | None) -> None:
         self.calls[key] = self.calls.get(key, 0) + 1
         self.tensors[key] = value
 
+    def op_call(self, i: int, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        """Records the offset / mask that layer ``i``'s torchvision op call receives."""
+        for name in self.op_names.get(i, ()):
+            value = args[TORCHVISION_OP_ARGS[name]]
+            if name == "mask" and not args[TORCHVISION_OP_ARGS["use_mask"]]:
+                value = None  # torchvision passes a dummy mask when none is given
+            self.put((i, name), value)
+        return args
 
-#: The recorder of the capture running in this thread / task; None outside capture.
-_ACTIVE: ContextVar[_Recorder | None] = ContextVar("deformscope_capture", default=None)
+
 #: Serialises only the calls that must switch a shared model's train/eval mode.
 _MODE_LOCK = threading.Lock()
 
@@ -172,83 +171,28 @@ def _argument(src: ForwardArgument, args: tuple[Any, ...], kwargs: dict[str, Any
     return args[src.index] if len(args) > src.index else None
 
 
-def _hook(recorder: _Recorder, key: tuple[int, str], pick):
-    """A forward hook that records ``pick(args, kwargs, output)`` only for ``recorder``'s call."""
+def _record(hooks: HookContext, module: nn.Module, recorder: _Recorder, key: tuple[int, str], pick) -> None:
+    """Record ``pick(args, kwargs, output)`` of ``module``'s forward under ``key``."""
 
-    def hook(_m: nn.Module, args: tuple[Any, ...], *kwargs_out: Any) -> None:
-        # Registered with_kwargs, so torch calls hook(module, args, kwargs, output), except in
-        # another thread's forward pass that overlaps our registration or removal: torch writes
-        # the hook and its with_kwargs flag in two steps, and a pass between them (or one whose
-        # snapshot of the hooks outlives the flag) calls hook(module, args, output). Such a pass
-        # is never ours, and it must run unharmed.
-        if _ACTIVE.get() is not recorder:  # another thread's (or call's) forward pass: not ours
-            return
-        kwargs, out = kwargs_out if len(kwargs_out) == 2 else ({}, kwargs_out[0])
+    def fn(_m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
         recorder.put(key, pick(args, kwargs, out))
 
-    return hook
+    hooks.forward(module, fn, with_kwargs=True)
 
 
-@contextmanager
-def _hooked(module: nn.Module, fn: Any):
-    handle = module.register_forward_hook(fn, with_kwargs=True)
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
-class _OpTap(TorchFunctionMode):
-    """Records the offset / mask a torchvision ``deform_conv2d`` op call receives, for the
-    layer whose forward is innermost. Torch function modes are per thread, so only this
-    thread's op calls pass through it."""
-
-    def __init__(self, recorder: _Recorder) -> None:
-        super().__init__()
-        self.recorder = recorder
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        rec = self.recorder
-        if rec.op_frames and is_torchvision_deform_op(func):
-            i = rec.op_frames[-1]
-            for name in rec.op_names[i]:
-                value = args[TORCHVISION_OP_ARGS[name]]
-                if name == "mask" and not args[TORCHVISION_OP_ARGS["use_mask"]]:
-                    value = None  # torchvision passes a dummy mask when none is given
-                rec.put((i, name), value)
-        return func(*args, **kwargs)
-
-
-def _op_frame(stack: ExitStack, recorder: _Recorder, i: int, what: str, src: OpArgument) -> None:
-    if i not in recorder.op_names:  # once per layer: push on entering its module, pop on leaving
-        recorder.op_names[i] = set()
-
-        def enter(_m: nn.Module, _args: tuple[Any, ...]) -> None:
-            if _ACTIVE.get() is recorder:
-                recorder.op_frames.append(i)
-
-        def leave(_m: nn.Module, _args: tuple[Any, ...], _out: Any) -> None:
-            if _ACTIVE.get() is recorder and recorder.op_frames and recorder.op_frames[-1] == i:
-                recorder.op_frames.pop()
-
-        for handle in (src.module.register_forward_pre_hook(enter), src.module.register_forward_hook(leave)):
-            stack.callback(handle.remove)
-    if src.name not in TORCHVISION_OP_ARGS:
-        raise ValueError(f"OpArgument name must be 'offset' or 'mask', got {src.name!r}")
-    recorder.op_names[i].add(src.name)
-
-
-def _source_hook(stack: ExitStack, recorder: _Recorder, i: int, what: str, src: Source) -> None:
+def _source_hook(hooks: HookContext, recorder: _Recorder, i: int, what: str, src: Source) -> None:
     if isinstance(src, OpArgument):
-        _op_frame(stack, recorder, i, what, src)
-        # The tap records under the argument's name; store it under what it is for this layer.
+        if src.name not in TORCHVISION_OP_ARGS:
+            raise ValueError(f"OpArgument name must be 'offset' or 'mask', got {src.name!r}")
+        # The op call hands over the argument by its name; it must be what it is for this layer.
         if src.name != what:
             raise ValueError(f"layer {i}: an OpArgument {src.name!r} cannot serve as its {what}")
+        hooks.op_frame(src.module, i)
+        recorder.op_names.setdefault(i, set()).add(src.name)
     elif isinstance(src, ModuleOutput):
-        stack.enter_context(_hooked(src.module, _hook(recorder, (i, what), lambda a, k, out: out)))
+        _record(hooks, src.module, recorder, (i, what), lambda a, k, out: out)
     elif isinstance(src, ForwardArgument):
-        stack.enter_context(_hooked(src.module, _hook(recorder, (i, what), lambda a, k, out: _argument(src, a, k))))
+        _record(hooks, src.module, recorder, (i, what), lambda a, k, out: _argument(src, a, k))
     else:
         raise TypeError(f"unknown {what} source {src!r}: expected ModuleOutput, ForwardArgument or OpArgument")
 
@@ -269,27 +213,23 @@ def _eval_mode(model: nn.Module):
 @contextmanager
 def recording(layers: list[SamplingLayer]):
     """Hooks on every layer and source named by ``layers``, recording into a fresh recorder that
-    only this thread's / task's forward passes write to. Yields the recorder; removes every hook
-    on exit."""
+    only this thread's / task's forward passes write to (:class:`viz.hooks.HookContext`).
+    Yields the recorder; removes every hook on exit."""
     recorder = _Recorder()
-    token = _ACTIVE.set(recorder)
-    try:
-        with ExitStack() as stack:
-            for i, layer in enumerate(layers):
-                stack.enter_context(_hooked(layer.module, _hook(recorder, (i, "in"), lambda a, k, out: a)))
-                stack.enter_context(_hooked(layer.module, _hook(recorder, (i, "kwargs"), lambda a, k, out: k)))
-                stack.enter_context(_hooked(layer.module, _hook(recorder, (i, "out"), lambda a, k, out: out)))
-                if layer.offset_source is not None:
-                    _source_hook(stack, recorder, i, "offset", layer.offset_source)
-                if layer.mask_source is not None:
-                    _source_hook(stack, recorder, i, "mask", layer.mask_source)
-                for what, src in layer.extra_sources:
-                    _source_hook(stack, recorder, i, what, src)
-            if recorder.op_names:
-                stack.enter_context(_OpTap(recorder))
-            yield recorder
-    finally:
-        _ACTIVE.reset(token)
+    with HookContext() as hooks:
+        for i, layer in enumerate(layers):
+            _record(hooks, layer.module, recorder, (i, "in"), lambda a, k, out: a)
+            _record(hooks, layer.module, recorder, (i, "kwargs"), lambda a, k, out: k)
+            _record(hooks, layer.module, recorder, (i, "out"), lambda a, k, out: out)
+            if layer.offset_source is not None:
+                _source_hook(hooks, recorder, i, "offset", layer.offset_source)
+            if layer.mask_source is not None:
+                _source_hook(hooks, recorder, i, "mask", layer.mask_source)
+            for what, src in layer.extra_sources:
+                _source_hook(hooks, recorder, i, what, src)
+        if recorder.op_names:
+            hooks.tap_ops(recorder.op_call)
+        yield recorder
 
 
 def sampling_layers_of(model: nn.Module) -> list[SamplingLayer]:

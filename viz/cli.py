@@ -4,8 +4,8 @@
     deformscope export ...                the figures (``python -m viz.export``)
     deformscope report ...                Table 2 on scenes (``python -m viz.scene_report``)
     deformscope train ...                 train a model (``python -m models.train``)
-    deformscope evaluate ...              evaluate checkpoints (``python -m models.evaluate``)
-    deformscope experiment ...            the regular-vs-deformable grid (``python -m models.experiment``)
+    deformscope evaluate ...              evaluate checkpoints (``python -m models.train.evaluate``)
+    deformscope experiment ...            the regular-vs-deformable grid (``python -m models.train.experiment``)
     deformscope bench ...                 the op's benchmark (``python -m models.bench``)
     deformscope viz-bench ...             the viz core's benchmark (``python -m viz.bench``)
     deformscope catalog ...               the shipped checkpoints as a table (``python -m models.catalog``)
@@ -27,8 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("viz.export", "write the figures (PNG, SVG or HTML), for shipped models or your own"),
     "report": ("viz.scene_report", "the paper's Table 2 on scenes: effective dilation by digit size"),
     "train": ("models.train", "train a digit or scene model and save a checkpoint"),
-    "evaluate": ("models.evaluate", "evaluate checkpoints on the test digits"),
-    "experiment": ("models.experiment", "the regular-vs-deformable grid of training runs"),
+    "evaluate": ("models.train.evaluate", "evaluate checkpoints on the test digits"),
+    "experiment": ("models.train.experiment", "the regular-vs-deformable grid of training runs"),
     "bench": ("models.bench", "benchmark the deformable layers (DCNv1/v2, DCNv3, DCNv4)"),
     "viz-bench": ("viz.bench", "benchmark capture, back-projection, the views and the app's updates"),
     "catalog": ("models.catalog", "the shipped checkpoints and their measured metrics, as a Markdown table"),
@@ -48,7 +48,7 @@ def run_app(argv: list[str]) -> int:
     app (``--model``, ``--checkpoint``, ``--device``, ...)."""
     if argv[:1] in (["-h"], ["--help"]):
         print("usage: deformscope app [-- APP OPTIONS]\n\nStarts the Streamlit app. App options (after --): "
-              "--model, --weights, --checkpoint, --device, ...; see README 'Your own model'.")  # fmt: skip
+              "--model, --weights, --checkpoint, --device, ...; see docs/your_model.md.")  # fmt: skip
         return 0
     args = argv[1:] if argv[:1] == ["--"] else argv
     # the checkout's .streamlit/config.toml, which `streamlit run` reads only from the current folder

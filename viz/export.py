@@ -31,9 +31,9 @@ from PIL import Image, UnidentifiedImageError
 
 import viz
 from models.catalog import twin_of
+from models.data.scenes import size_class
+from models.data.transforms import rotate_scale
 from models.runtime import add_device_argument, describe_device, device_or_exit, use_all_cpu_threads
-from models.scenes import size_class
-from models.transforms import rotate_scale
 from viz.classes import names_mismatch, top_k, top_k_text
 from viz.figures import (
     FigureSpec,
@@ -161,7 +161,7 @@ def scene_builders(args: argparse.Namespace) -> dict[str, Callable[[], FigureSpe
     def roi() -> FigureSpec:
         """Figure 7: the boxes of the first chosen scene, exact and jittered, deformable RoI pooling
         beside the plain twin."""
-        from models.roi_nets import jitter_boxes
+        from models.nets.roi import jitter_boxes
 
         deform_roi, plain_roi = (
             viz.load(args.roi_checkpoint, args.device),

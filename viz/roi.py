@@ -1,6 +1,6 @@
 """Deformable RoI pooling made visible (the paper's Figure 7): where an RoI's bins move.
 
-:func:`roi_bins` runs an RoI model (``models.roi_nets``) on one scene and one box and returns,
+:func:`roi_bins` runs an RoI model (``models.nets.roi``) on one scene and one box and returns,
 in image pixels (pixel centres at integers), the box, its regular ``3 x 3`` bins and the bins as
 the deformable pooling moved them, with the model's prediction. No hooks: the offsets come from
 the model's own ``offsets`` method, so concurrent calls on a shared model are safe.
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from models.roi_pool import bin_geometry
+from models.ops.roi_pool import bin_geometry
 from models.runtime import model_device
 
 POOL_DEFAULTS = {"output_size": 3, "spatial_scale": 0.25, "gamma": 0.1}
@@ -55,7 +55,7 @@ def _rects(top: Tensor, left: Tensor, bin_h: Tensor, bin_w: Tensor, scale: float
 @torch.no_grad()
 def roi_bins(model: nn.Module, image: Tensor, box: tuple[float, float, float, float] | Tensor) -> RoiBins:
     """Bins and prediction of ``model`` for ``box`` on ``image`` ``(1, H, W)``."""
-    from models.roi_nets import GAMMA, POOL_SIZE, SPATIAL_SCALE
+    from models.nets.roi import GAMMA, POOL_SIZE, SPATIAL_SCALE
 
     box_t = torch.as_tensor(box, dtype=torch.float32).view(4)
     if not (box_t[2] > box_t[0] and box_t[3] > box_t[1]):

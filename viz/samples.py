@@ -58,7 +58,7 @@ BUNDLED_SCENES = 48
 
 
 def save_scene_samples(scenes, path: Path = SCENES_FILE) -> Path:
-    """Store scenes (a :class:`models.scenes.Scenes`) compactly: images as uint8."""
+    """Store scenes (a :class:`models.data.scenes.Scenes`) compactly: images as uint8."""
     from models.runtime import atomic_write
 
     arrays = {
@@ -79,9 +79,9 @@ def save_scene_samples(scenes, path: Path = SCENES_FILE) -> Path:
 
 
 def load_scene_samples(path: Path = SCENES_FILE):
-    """The bundled test scenes as :class:`models.scenes.Scenes` (the first ``BUNDLED_SCENES`` of
+    """The bundled test scenes as :class:`models.data.scenes.Scenes` (the first ``BUNDLED_SCENES`` of
     the fixed test set; images quantised to 8 bits, annotations as generated)."""
-    from models.scenes import BACKGROUND, MNIST_HEIGHT, Scenes
+    from models.data.scenes import BACKGROUND, MNIST_HEIGHT, Scenes
 
     with np.load(path, allow_pickle=False) as d:
         images = torch.from_numpy(d["images"].astype(np.float32) / 255.0).unsqueeze(1)
@@ -105,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     """Regenerate the bundled scenes from the MNIST test split."""
     import argparse
 
-    from models.data import DEFAULT_DATA_DIR, load_mnist
-    from models.scene_training import test_scenes
+    from models.data.mnist import DEFAULT_DATA_DIR, load_mnist
+    from models.train.scenes import test_scenes
 
     p = argparse.ArgumentParser(prog="python -m viz.samples", description=main.__doc__)
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="folder with MNIST in torchvision's layout")

@@ -25,10 +25,10 @@ import torch
 from tqdm import tqdm
 
 import viz
-from models.data import DEFAULT_DATA_DIR, DataError, load_mnist
+from models.data.mnist import DEFAULT_DATA_DIR, DataError, load_mnist
+from models.data.scenes import SIZE_CLASSES, SIZE_EDGES, TEST_SEED, Scenes, size_class
 from models.runtime import atomic_write_text, use_all_cpu_threads
-from models.scene_training import test_scenes
-from models.scenes import SIZE_CLASSES, SIZE_EDGES, TEST_SEED, Scenes, size_class
+from models.train.scenes import test_scenes
 from viz.scene_stats import REGIONS, RegionStats, dilation_by_region, own_digit_fraction, regular_dilation
 from viz.support import support_by_region
 
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     start = time.perf_counter()
     scenes = test_scenes(test.images, test.labels, count=args.scenes)
-    from models.scene_training import evaluate_scenes
+    from models.train.scenes import evaluate_scenes
 
     results, metrics = {}, {}
     for name, model in models.items():

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from models.scenes import SIZE_CLASSES, size_class
+from models.data.scenes import SIZE_CLASSES, size_class
 from viz.backproject import backproject, exact_weight_maps
 from viz.capture import Capture
 from viz.geometry import BILINEAR, EXACT, to_pixels

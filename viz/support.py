@@ -25,23 +25,19 @@ repeated once per unit, so the batch axis keeps their gradients apart). Thread-s
 
 from __future__ import annotations
 
-from contextlib import ExitStack
-from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from torch.overrides import TorchFunctionMode
 
-from models.contract import TORCHVISION_OP_ARGS, ForwardArgument, ModuleOutput, SamplingLayer, is_torchvision_deform_op
-from models.deform_conv import DeformConv2d, deform_conv2d
+from models.contract import TORCHVISION_OP_ARGS, ForwardArgument, ModuleOutput, SamplingLayer
 from models.families import family_of
+from models.ops.deform_conv import DeformConv2d, deform_conv2d
 from models.runtime import model_device
 from viz.backproject import Points
 from viz.capture import Capture, capture, sampling_layers_of
 from viz.geometry import read_bilinear, read_nearest
-
-_ACTIVE: ContextVar[object | None] = ContextVar("deformscope_support", default=None)
+from viz.hooks import HookContext
 
 
 @dataclass
@@ -74,34 +70,23 @@ class _Run:
         self.offsets: dict[int, Tensor] = {}
         self.masks: dict[int, Tensor | None] = {}
         self.outputs: dict[int, Tensor] = {}
-        self.op_frames: list[int] = []
         self.sources: dict[tuple[int, str], object] = {}
 
+    def gate_op(self, i: int, args: tuple) -> tuple:
+        """Layer ``i``'s torchvision op call with its mask multiplied by a fresh gate."""
+        a = list(args)
+        offsets = a[TORCHVISION_OP_ARGS["offset"]]
+        gate = _gate_like(offsets)
+        self.gates[i] = gate
+        mask = a[TORCHVISION_OP_ARGS["mask"]] if a[TORCHVISION_OP_ARGS["use_mask"]] else None
+        a[TORCHVISION_OP_ARGS["mask"]] = gate if mask is None else mask * gate
+        a[TORCHVISION_OP_ARGS["use_mask"]] = True
+        return tuple(a)
 
-def _gate_like(offsets: Tensor, taps: int) -> Tensor:
+
+def _gate_like(offsets: Tensor) -> Tensor:
     n, c, ho, wo = offsets.shape
     return torch.ones(n, c // 2, ho, wo, dtype=offsets.dtype, device=offsets.device, requires_grad=True)
-
-
-class _GateOps(TorchFunctionMode):
-    """Multiplies the mask of the innermost gated layer's torchvision op call by its gate."""
-
-    def __init__(self, run: _Run, layers: list[SamplingLayer]) -> None:
-        super().__init__()
-        self.run, self.layers = run, layers
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        if self.run.op_frames and is_torchvision_deform_op(func):
-            i = self.run.op_frames[-1]
-            a = list(args)
-            offsets = a[TORCHVISION_OP_ARGS["offset"]]
-            gate = _gate_like(offsets, self.layers[i].taps)
-            self.run.gates[i] = gate
-            mask = a[TORCHVISION_OP_ARGS["mask"]] if a[TORCHVISION_OP_ARGS["use_mask"]] else None
-            a[TORCHVISION_OP_ARGS["mask"]] = gate if mask is None else mask * gate
-            a[TORCHVISION_OP_ARGS["use_mask"]] = True
-            args = tuple(a)
-        return func(*args, **(kwargs or {}))
 
 
 def _recomputable(module: nn.Module) -> bool:
@@ -110,34 +95,26 @@ def _recomputable(module: nn.Module) -> bool:
     return isinstance(module, (DeformConv2d, nn.Conv2d))
 
 
-def _install(stack: ExitStack, run: _Run, layers: list[SamplingLayer]) -> None:
-    def guard(fn):
-        def hook(*a):
-            if _ACTIVE.get() is run:
-                return fn(*a)
-            return None
-
-        return hook
-
+def _install(hooks: HookContext, run: _Run, layers: list[SamplingLayer]) -> None:
     uses_ops = False
     for i, layer in enumerate(layers):
         m = layer.module
         src = layer.offset_source
         if layer.family != "torchvision":
-            _install_family(stack, run, i, layer, guard)
+            _install_family(hooks, run, i, layer)
         elif _recomputable(m):
             if isinstance(src, ModuleOutput):
 
                 def rec_offset(_m, _a, out, i=i):
                     run.offsets[i] = out
 
-                stack.callback(src.module.register_forward_hook(guard(rec_offset)).remove)
+                hooks.forward(src.module, rec_offset)
             if isinstance(layer.mask_source, ModuleOutput):
 
                 def rec_mask(_m, _a, out, i=i):
                     run.masks[i] = out
 
-                stack.callback(layer.mask_source.module.register_forward_hook(guard(rec_mask)).remove)
+                hooks.forward(layer.mask_source.module, rec_mask)
             if isinstance(src, ForwardArgument) or isinstance(layer.mask_source, ForwardArgument):
                 raise TypeError(
                     f"layer {layer.name!r}: forward-argument sources on a {type(m).__name__} are not supported"
@@ -149,7 +126,7 @@ def _install(stack: ExitStack, run: _Run, layers: list[SamplingLayer]) -> None:
                 offsets = run.offsets.get(i)
                 if offsets is None:  # a regular conv: zero offsets
                     offsets = x.new_zeros(x.shape[0], 2 * layer.taps, ho, wo)
-                gate = _gate_like(offsets, layer.taps)
+                gate = _gate_like(offsets)
                 run.gates[i] = gate
                 mask = run.masks.get(i)
                 new = deform_conv2d(
@@ -159,25 +136,19 @@ def _install(stack: ExitStack, run: _Run, layers: list[SamplingLayer]) -> None:
                 run.outputs[i] = new
                 return new
 
-            stack.callback(m.register_forward_hook(guard(regated)).remove)
+            hooks.forward(m, regated)
         else:
             uses_ops = True
 
-            def enter(_m, _a, i=i):
-                run.op_frames.append(i)
-
-            def leave(_m, _a, out, i=i):
-                if run.op_frames and run.op_frames[-1] == i:
-                    run.op_frames.pop()
+            def leave(out, i=i):
                 run.outputs[i] = out
 
-            stack.callback(m.register_forward_pre_hook(guard(enter)).remove)
-            stack.callback(m.register_forward_hook(guard(leave)).remove)
+            hooks.op_frame(m, i, on_leave=leave)
     if uses_ops:
-        stack.enter_context(_GateOps(run, layers))
+        hooks.tap_ops(run.gate_op)
 
 
-def _install_family(stack: ExitStack, run: _Run, i: int, layer: SamplingLayer, guard) -> None:
+def _install_family(hooks: HookContext, run: _Run, i: int, layer: SamplingLayer) -> None:
     """A layer of another DCN family (``models.families``): its sources are recorded in this run,
     decoded into the canonical record (offsets and weights still differentiable) and the layer
     is recomputed by its family with every sample's weight times a gate."""
@@ -191,13 +162,13 @@ def _install_family(stack: ExitStack, run: _Run, i: int, layer: SamplingLayer, g
             def rec_out(_m, _a, out, what=what):
                 run.sources[(i, what)] = out
 
-            stack.callback(src.module.register_forward_hook(guard(rec_out)).remove)
+            hooks.forward(src.module, rec_out)
         elif isinstance(src, ForwardArgument):
 
             def rec_arg(_m, args, kwargs, what=what, src=src):
                 run.sources[(i, what)] = kwargs.get(src.name, args[src.index] if len(args) > src.index else None)
 
-            stack.callback(src.module.register_forward_pre_hook(guard(rec_arg), with_kwargs=True).remove)
+            hooks.before(src.module, rec_arg, with_kwargs=True)
         elif src is not None:
             raise TypeError(f"layer {layer.name!r}: {type(src).__name__} sources cannot be gated")
 
@@ -213,7 +184,7 @@ def _install_family(stack: ExitStack, run: _Run, i: int, layer: SamplingLayer, g
         run.outputs[i] = layer.decoder.output_map(new, args, kwargs)
         return new
 
-    stack.callback(layer.module.register_forward_hook(guard(regated), with_kwargs=True).remove)
+    hooks.forward(layer.module, regated, with_kwargs=True)
 
 
 # gradients are the point: a caller's no_grad or inference mode must not reach in
@@ -229,13 +200,9 @@ def unit_support(model: nn.Module, image: Tensor, units: tuple[int, int] | list[
         image = image[0]
     x = image.detach().to(model_device(model)).unsqueeze(0).repeat(u, 1, 1, 1).requires_grad_(True)
     run = _Run()
-    token = _ACTIVE.set(run)
-    try:
-        with ExitStack() as stack:
-            _install(stack, run, layers)
-            model(x)
-    finally:
-        _ACTIVE.reset(token)
+    with HookContext() as hooks:
+        _install(hooks, run, layers)
+        model(x)
     top = run.outputs[len(layers) - 1]  # (U, C, Ho, Wo)
     ho, wo = top.shape[-2:]
     if ((units_t[:, 0] < 0) | (units_t[:, 0] >= ho) | (units_t[:, 1] < 0) | (units_t[:, 1] >= wo)).any():

@@ -139,7 +139,7 @@ def fit_to(model: DiscoveredModel, image: Tensor) -> Tensor:
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """The options that load a user's model, shared by ``viz.export`` and the app."""
-    g = parser.add_argument_group("your own model (see the README's 'Your own model')")
+    g = parser.add_argument_group("your own model (see docs/your_model.md)")
     g.add_argument(
         "--model",
         metavar="PACKAGE.MODULE:FACTORY",

@@ -10,7 +10,7 @@ layers and works out everything the contract (``models.contract``) needs:
 1. **Which layers.** One forward pass on a random example, with hooks on every submodule and a
    torch function mode watching ``torchvision::deform_conv2d`` calls, finds, in the order they
    run: ``torchvision.ops.DeformConv2d`` modules (offset and mask are forward arguments),
-   our :class:`~models.deform_conv.DeformConv2d`, and any other module whose forward calls
+   our :class:`~models.ops.deform_conv.DeformConv2d`, and any other module whose forward calls
    ``torchvision.ops.deform_conv2d`` itself (the offset and mask are read from the op's own
    arguments, so inline chunking or a sigmoid in between does not matter). Each layer's
    kernel, stride, padding, dilation, offset groups, modulation and map sizes are read from

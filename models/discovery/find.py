@@ -20,10 +20,10 @@ from models.contract import (
     SamplingLayer,
     is_torchvision_deform_op,
 )
-from models.deform_conv import DeformConv2d
 from models.discovery.errors import DiscoveryError
 from models.families import family_of
 from models.geometry import pair
+from models.ops.deform_conv import DeformConv2d
 
 
 def _tv_deform_conv() -> type[nn.Module]:

@@ -14,10 +14,10 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from models.contract import ForwardArgument, ModuleOutput, SamplingLayer, is_torchvision_deform_op
-from models.deform_conv import DeformConv2d
 from models.discovery.errors import DiscoveryError
 from models.discovery.find import FoundLayer, sampling_layer
 from models.families import family_of
+from models.ops.deform_conv import DeformConv2d
 
 
 class _StopProbe(Exception):

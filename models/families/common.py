@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from models.contract import SamplingRecord
-from models.deform_conv import deform_conv2d
+from models.ops.deform_conv import deform_conv2d
 
 
 def record_locations(record: SamplingRecord, grid_yx: Tensor, stride: tuple[int, int]) -> Tensor:

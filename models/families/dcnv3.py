@@ -1,4 +1,4 @@
-"""InternImage's DCNv3 (``DCNv3`` / ``DCNv3_pytorch``, and ``models.dcnv3.DCNv3``): channels-last
+"""InternImage's DCNv3 (``DCNv3`` / ``DCNv3_pytorch``, and ``models.ops.dcnv3.DCNv3``): channels-last
 ``(N, H, W, C)`` maps; ``offset(x1)`` gives ``(N, Ho, Wo, G * P * 2)``, ``(dx, dy)`` per point,
 points x-major; the weights are ``softmax(mask(x1))`` over each group's ``P`` points; the regular
 grid is scaled by ``offset_scale`` (``models.geometry.dcnv3_grid_yx``)."""
@@ -13,9 +13,9 @@ import torch
 from torch import Tensor, nn
 
 from models.contract import ModuleOutput, SamplingLayer, SamplingRecord
-from models.dcnv3 import center_feature_blend, regular_sample, sample_points
 from models.families.common import record_locations
 from models.geometry import dcnv3_grid_yx, output_size
+from models.ops.dcnv3 import center_feature_blend, regular_sample, sample_points
 
 NAME = "dcnv3"
 

@@ -1,4 +1,4 @@
-"""FlashInternImage's DCNv4 (``DCNv4``, and ``models.dcnv4.DCNv4``): tokens ``(N, L, C)`` with a
+"""FlashInternImage's DCNv4 (``DCNv4``, and ``models.ops.dcnv4.DCNv4``): tokens ``(N, L, C)`` with a
 ``shape=(H, W)`` argument; one linear ``offset_mask`` gives, per group, ``2P`` offset channels
 ``(dx, dy)`` (points x-major) then ``P`` signed, unnormalised weights; DCNv3's grid."""
 
@@ -12,10 +12,10 @@ import torch
 from torch import Tensor, nn
 
 from models.contract import ForwardArgument, ModuleOutput, SamplingLayer, SamplingRecord
-from models.dcnv3 import center_feature_blend, regular_sample, sample_points
-from models.dcnv4 import split_offset_mask
 from models.families.common import record_locations
 from models.families.dcnv3 import grid_of, grid_tensor, grouped_layer, layer_params, offsets_yx_from
+from models.ops.dcnv3 import center_feature_blend, regular_sample, sample_points
+from models.ops.dcnv4 import split_offset_mask
 
 NAME = "dcnv4"
 
