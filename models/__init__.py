@@ -2,7 +2,8 @@
 one checkpoint loader everyone uses."""
 
 from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from models.contract import ForwardArgument, ModuleOutput, SamplingLayer, describe_layer
+from models.contract import ForwardArgument, ModuleOutput, SamplingLayer
+from models.families import describe_layer
 from models.geometry import sampling_positions
 from models.nets.digits import ARCHS, MnistNet, build_model, count_parameters
 from models.nets.scenes import SceneNet

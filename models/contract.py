@@ -319,45 +319,6 @@ def conv_geometry(module: nn.Module) -> dict[str, tuple[int, int]]:
     }
 
 
-def describe_layer(
-    name: str,
-    module: nn.Module,
-    pixel_stride: tuple[float, float],
-    pixel_offset: tuple[float, float],
-    offset_source: Source | None = None,
-    mask_source: Source | None = None,
-) -> SamplingLayer:
-    """A :class:`SamplingLayer` for a known layer type, sources filled in:
-
-    - our ``DeformConv2d``: outputs of ``offset_conv`` / ``mask_conv``;
-    - ``torchvision.ops.DeformConv2d``: forward arguments ``offset`` (1) and ``mask`` (2);
-    - ``nn.Conv2d``: a regular layer, no sources;
-    - a layer of another DCN family (DCNv3, DCNv4, mmcv, detectron2): ``models.families``.
-
-    Explicit ``offset_source`` / ``mask_source`` win over the defaults.
-    """
-    from torchvision.ops import DeformConv2d as TorchvisionDeformConv2d
-
-    from models.families import family_of
-
-    family = family_of(module) if offset_source is None and not isinstance(module, DeformConv2d) else None
-    if family is not None:
-        return family.describe(name, module, pixel_stride, pixel_offset)
-
-    if offset_source is None and isinstance(module, TorchvisionDeformConv2d):
-        offset_source = ForwardArgument(module, 1, "offset")
-        mask_source = mask_source or ForwardArgument(module, 2, "mask")
-    return SamplingLayer(
-        name=name,
-        module=module,
-        pixel_stride=(float(pixel_stride[0]), float(pixel_stride[1])),
-        pixel_offset=(float(pixel_offset[0]), float(pixel_offset[1])),
-        offset_source=offset_source,
-        mask_source=mask_source,
-        **conv_geometry(module),
-    )
-
-
 __all__ = [
     "TORCHVISION",
     "TORCHVISION_OP_ARGS",
@@ -372,5 +333,4 @@ __all__ = [
     "SamplingLayer",
     "Source",
     "conv_geometry",
-    "describe_layer",
 ]

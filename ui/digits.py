@@ -28,7 +28,7 @@ from ui.session import (
     shipped_pairs,
     show_unit,
 )
-from ui.unit import unit_chart, unit_sliders
+from ui.unit import unit_chart, unit_sliders, view_choice
 from viz.pages import Pair, analyse, digit_tab, input_key, unit_view
 from viz.render import plotly_figure
 from viz.stats import centre_unit
@@ -125,14 +125,7 @@ def unit_views(pair: Pair, deform_model, regular_model, levels: int, method: str
     )
     with tab_points:
         if tab_points.open:
-            view = st.radio(
-                "View",
-                VIEWS,
-                horizontal=True,
-                key="digit_view",
-                help="Where the layers sample, or what the unit really uses (DCNv2's views).",
-            )
-            url.set("view", view)
+            view = view_choice("digit_view", url).name
 
             def points_figure():
                 shown = unit_view(

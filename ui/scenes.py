@@ -33,7 +33,7 @@ from ui.session import (
     shipped_pairs,
     show_unit,
 )
-from ui.unit import group_choice, unit_chart
+from ui.unit import group_choice, unit_chart, view_choice
 from viz.pages import (
     Pair,
     analyse,
@@ -48,7 +48,7 @@ from viz.pages import (
 from viz.preprocess import SCENE_SIZE, preprocess_scene
 from viz.render import plotly_figure
 from viz.scene_stats import ink_boxes
-from viz.views import VIEWS, get_view
+from viz.views import VIEWS
 
 CANVAS_SIDE = 256  # the drawing canvas: 4 screen pixels per scene pixel
 SOURCES = ("Test scene", "Draw", "Upload")
@@ -220,16 +220,9 @@ def unit_panel(
     unit = st.session_state["scene_unit"]
     unit = (min(max(unit[0], 0), ho - 1), min(max(unit[1], 0), wo - 1))
     url.set("unit", unit)
-    view = st.radio(
-        "View",
-        VIEWS,
-        horizontal=True,
-        key="scene_view",
-        help="Where the layers sample, or what the unit really uses (DCNv2's views): the gradient of its response "
-        "per pixel, its samples weighted by gradient x value, the smallest region that keeps its response.",
-    )
-    url.set("view", view)
-    group = group_choice(pair.deform.top.groups, "scene_group") if get_view(view).draws_points else None
+    chosen = view_choice("scene_view", url)
+    view = chosen.name
+    group = group_choice(pair.deform.top.groups, "scene_group") if chosen.draws_points else None
     shown = cached(
         "view",
         (pair.key, unit, view, method, levels, group, overlay),

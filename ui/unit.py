@@ -9,6 +9,8 @@ from collections.abc import Callable
 import streamlit as st
 
 from ui import inputs as ia
+from viz import views
+from viz.views import View
 
 
 def unit_chart(fig, chart_key: str, last_click_key: str, set_unit: Callable[[tuple[int, int]], None]) -> None:
@@ -44,3 +46,18 @@ def group_choice(groups: int, key: str) -> int | None:
         "The layers below always follow every group.",
     )
     return None if choice == "all groups" else int(choice.split()[1])
+
+
+def view_choice(key: str, url) -> View:
+    """The view radio above a unit chart (every view of ``viz.views``); the choice goes into the
+    page's address (``url``: its :class:`ui.session.UrlState`)."""
+    name = st.radio(
+        "View",
+        views.VIEWS,  # read at the call: the registry is the one list of views
+        horizontal=True,
+        key=key,
+        help="Where the layers sample, or what the unit really uses (DCNv2's views): the gradient of its response "
+        "per pixel, its samples weighted by gradient x value, the smallest region that keeps its response.",
+    )
+    url.set("view", name)
+    return views.get_view(name)

@@ -31,7 +31,7 @@ from ui.session import (
     show_unit,
     user_model,
 )
-from ui.unit import group_choice, unit_chart, unit_sliders
+from ui.unit import group_choice, unit_chart, unit_sliders, view_choice
 from viz.classes import names_mismatch, top_k, top_k_text
 from viz.figures import (
     family_note,
@@ -42,7 +42,7 @@ from viz.figures import (
 from viz.pages import Pair, analyse, input_key, unit_view
 from viz.render import plotly_figure
 from viz.samples import PHOTOS, sample_photo
-from viz.views import VIEWS, get_view
+from viz.views import VIEWS
 
 NAMES = ("your model", "same layers, offsets zero")
 
@@ -175,18 +175,12 @@ def page() -> None:
         )
         with tab_points:
             if tab_points.open:
-                view = st.radio(
-                    "View",
-                    VIEWS,
-                    horizontal=True,
-                    key="user_view",
-                    help="Where the layers sample, or what the unit really uses (DCNv2's views).",
-                )
-                url.set("view", view)
-                if window < stacked - 1 and not get_view(view).draws_points:
+                chosen = view_choice("user_view", url)
+                view = chosen.name
+                if window < stacked - 1 and not chosen.draws_points:
                     st.info(f"The {view} is the model's top unit's: choose the top layer to see it.")
                     return
-                group = group_choice(cap.top.groups, "user_group") if get_view(view).draws_points else None
+                group = group_choice(cap.top.groups, "user_group") if chosen.draws_points else None
                 shown = cached(
                     "view",
                     (pair.key, unit, view, method, levels, group, window),

@@ -25,7 +25,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from models.contract import SamplingLayer, describe_layer
+from models.contract import SamplingLayer
+from models.families import describe_layer
 from models.ops.dcnv3 import DCNv3
 from models.ops.dcnv4 import DCNv4
 from models.ops.deform_conv import DeformConv2d

@@ -28,8 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.contract import SamplingLayer, describe_layer
+from models.contract import SamplingLayer
 from models.data.scenes import NUM_CLASSES
+from models.families import describe_layer
 from models.nets.digits import SCENE_ARCHS, conv_bn_relu_pool, set_identity, stacked_layers
 
 DEFAULT_WIDTHS = (32, 64, 64, 64, 96)
