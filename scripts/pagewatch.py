@@ -125,3 +125,43 @@ async def redrawn_async(page, timeout: float = 30_000) -> float:
     """``redrawn`` for playwright's async API."""
     await page.wait_for_function(DRAWN, polling="raf", timeout=timeout)
     return float(await page.evaluate(SECONDS))
+
+
+#: Every visible text of every Plotly chart on the page (titles, tick labels, axis titles, colour
+#: bar labels, legend entries, annotations) with its box in page pixels and its chart's box.
+TEXT_BOXES = """() => {
+  const out = [];
+  document.querySelectorAll('.js-plotly-plot').forEach((chart, index) => {
+    const c = chart.getBoundingClientRect();
+    if (c.width === 0 || c.height === 0) return;
+    chart.querySelectorAll('text').forEach(t => {
+      const text = t.textContent.trim();
+      if (!text) return;
+      const style = getComputedStyle(t);
+      if (style.display === 'none' || style.visibility === 'hidden' || Number(style.opacity) === 0) return;
+      const b = t.getBoundingClientRect();
+      if (b.width === 0 || b.height === 0) return;
+      out.push({chart: index, text, x0: b.left, y0: b.top, x1: b.right, y1: b.bottom,
+                cx0: c.left, cy0: c.top, cx1: c.right, cy1: c.bottom});
+    });
+  });
+  return out;
+}"""
+
+
+def text_problems(boxes: list[dict], slack: float = 1.0) -> list[str]:
+    """What is wrong with the charts' texts (``TEXT_BOXES``): two texts of one chart that
+    overlap by more than ``slack`` pixels each way, or a text that leaves its chart."""
+    problems = []
+    for b in boxes:
+        if b["x0"] < b["cx0"] - slack or b["x1"] > b["cx1"] + slack or b["y0"] < b["cy0"] - slack or b["y1"] > b["cy1"] + slack:
+            problems.append(f"chart {b['chart']}: {b['text']!r} leaves its chart")
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            if a["chart"] != b["chart"]:
+                continue
+            dx = min(a["x1"], b["x1"]) - max(a["x0"], b["x0"])
+            dy = min(a["y1"], b["y1"]) - max(a["y0"], b["y0"])
+            if dx > slack and dy > slack:
+                problems.append(f"chart {a['chart']}: {a['text']!r} overlaps {b['text']!r}")
+    return problems

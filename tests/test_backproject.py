@@ -277,3 +277,27 @@ def test_a_deep_stack_is_back_projected_as_deep_as_the_point_budget_allows():
     shallow = viz.capture(Stack([constant_offsets(0, 0, size) for _ in range(3)]), torch.rand(1, 12, 12))
     assert deepest_level(shallow) == 3 and viz.backproject(shallow, (6, 6)).levels == 3
     assert deepest_level(cap, budget=80) == 1 and deepest_level(cap, budget=81) == 2
+
+
+@pytest.mark.parametrize("method", ["nearest", "bilinear", "exact"])
+def test_sample_box_holds_every_units_samples_and_its_bounds_hold_the_box(method, monkeypatch):
+    """One frame for all units: exact when small; the cheaper bounds (one level less back-projected,
+    or level by level over the whole map) never cut a sample."""
+    import sys
+
+    from viz.backproject import sample_box
+
+    bp = sys.modules["viz.backproject"]
+    model = viz.load("scene_deform")
+    cap = viz.capture(model, viz.load_scene_samples().images[10])
+    exact = sample_box(cap, 3, method)
+    pts = viz.backproject(cap, "all", levels=3, method=method)
+    final = pts.where(level=3)
+    assert exact == pytest.approx(
+        (float(pts.x[final].min()), float(pts.x[final].max()), float(pts.y[final].min()), float(pts.y[final].max()))
+    )
+    for budget in (100_000, 0):  # 256 units x 81 fits, x 729 does not; then nothing fits
+        monkeypatch.setattr(bp, "BOX_SAMPLES", budget)
+        bound = sample_box(cap, 3, method)
+        assert bound[0] <= exact[0] + 1e-6 and bound[1] >= exact[1] - 1e-6
+        assert bound[2] <= exact[2] + 1e-6 and bound[3] >= exact[3] - 1e-6

@@ -67,3 +67,24 @@ def test_scene_words_and_reads():
         viz.load("roi_deform"), viz.load("roi_regular"), scenes.images[10], tuple(boxes[0].tolist()), 0, labels[0]
     )
     assert spec.panels and f"(true label {labels[0]})" in said
+
+
+def test_the_frame_holds_still_whichever_unit_is_chosen(digits):
+    """A click moves the points, not the picture: every unit's view has the same axes, and every
+    point drawn lies inside them."""
+    from viz.pages import unit_frame
+
+    models, pair = digits
+    frame = unit_frame(pair, 3, "bilinear")
+    extents = set()
+    for unit in ((0, 0), (7, 7), (13, 13), (0, 13)):
+        for view in (VIEWS[0], VIEWS[2]):
+            shown = unit_view(pair, models, ("d", "r"), unit, view, frame=frame)
+            for panel in shown.spec.panels:
+                extents.add(tuple(round(v, 6) for v in panel.extent))
+                x0, x1, y1, y0 = panel.extent
+                for layer in panel.layers:
+                    if layer.kind == "points":
+                        assert (layer.x >= x0).all() and (layer.x <= x1).all()
+                        assert (layer.y >= y0).all() and (layer.y <= y1).all()
+    assert len(extents) == 1

@@ -199,9 +199,10 @@ def test_digit_mode_views_of_a_unit():
     at = _run()
     at.radio(key="digit_view").set_value(VIEWS[1]).run()
     assert not at.exception, [e.message for e in at.exception]
-    spec = json.loads(at.get("plotly_chart")[1].proto.spec)
-    assert sum("ERF, 90% on" in a["text"] for a in spec["layout"]["annotations"]) == 2
-    assert sum(t["type"] == "heatmap" for t in spec["data"]) == 2  # deformable and twin
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")[1:]]  # after the probabilities
+    assert len(specs) == 2  # one chart a model
+    assert sum("ERF, 90% on" in a["text"] for spec in specs for a in spec["layout"]["annotations"]) == 2
+    assert sum(t["type"] == "heatmap" for spec in specs for t in spec["data"]) == 2  # deformable and twin
 
 
 def test_switching_input_source_and_back_keeps_the_drawing():
@@ -231,7 +232,7 @@ def test_only_the_open_tab_runs_and_choices_survive_a_tab_switch():
     at.radio(key="digit_view").set_value(VIEWS[1]).run()
     labels = [m.label for m in at.metric]
     assert "Deformable, on the digit" not in labels  # the dilation tab is closed: not computed
-    assert len(at.get("plotly_chart")) == 2  # the probabilities and the unit's view
+    assert len(at.get("plotly_chart")) == 3  # the probabilities and the unit's view (a chart a model)
     at.session_state["digit_tabs"] = "Effective dilation"
     at.run()
     assert not at.exception, [e.message for e in at.exception]

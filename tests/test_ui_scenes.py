@@ -117,10 +117,12 @@ def _png_sliver() -> bytes:
 
 
 def _chart_titles(at: AppTest) -> str:
+    """The panel titles (annotations) of the unit view: its first two charts, one a model."""
     import json
 
-    spec = json.loads(at.get("plotly_chart")[0].proto.spec)  # the main chart (panel titles are annotations)
-    return " ".join(a.get("text", "") for a in spec["layout"].get("annotations", []))
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")[:2]]
+    texts = (a.get("text", "") for spec in specs for a in spec["layout"].get("annotations", []))
+    return " ".join(t.replace("<br>", " ") for t in texts)  # titles are wrapped to fit their chart
 
 
 def test_every_view_of_a_unit_shows_for_both_models():

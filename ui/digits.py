@@ -23,14 +23,14 @@ from ui.session import (
     load_model,
     one_of,
     own_checkpoints,
+    page_columns,
     parse_unit,
     points_settings,
     shipped_pairs,
     show_unit,
 )
-from ui.unit import unit_chart, unit_sliders, view_choice
-from viz.pages import Pair, analyse, digit_tab, input_key, unit_view
-from viz.render import plotly_figure
+from ui.unit import charts, figures, unit_sliders, view_choice
+from viz.pages import Pair, analyse, digit_tab, frame_levels, input_key, unit_frame, unit_view
 from viz.stats import centre_unit
 from viz.views import VIEWS
 
@@ -127,14 +127,18 @@ def unit_views(pair: Pair, deform_model, regular_model, levels: int, method: str
         if tab_points.open:
             view = view_choice("digit_view", url).name
 
-            def points_figure():
-                shown = unit_view(
-                    pair, (deform_model, regular_model), ("deformable", "regular twin"), unit, view, method, levels
-                )
-                return plotly_figure(shown.spec, interactive=True, height=520), shown.found
+            at = frame_levels(view, levels)
+            frame = cached("frame", (pair.key, at, method), lambda: unit_frame(pair, at, method))
 
-            fig, found = memo(pair, "points", (unit, levels, method, view), points_figure)
-            unit_chart(fig, "points_chart", "last_click", UNIT.set)
+            def points_figures():
+                shown = unit_view(
+                    pair, (deform_model, regular_model), ("deformable", "regular twin"), unit, view, method, levels,
+                    frame=frame,
+                )  # fmt: skip
+                return figures(shown.spec, height=520), shown.found
+
+            figs, found = memo(pair, "points", (unit, levels, method, view), points_figures)
+            charts(figs, "points_chart", UNIT.set, "last_click")
             unit_sliders(UNIT, unit, pair.deform.top.out_size)
             st.caption(f"Unit {unit}: {found}. Left the deformable model, right its regular twin.")
             if pair.deform.top.modulated:
@@ -143,8 +147,8 @@ def unit_views(pair: Pair, deform_model, regular_model, levels: int, method: str
                 )
 
     def tab_chart(tab: str, params: tuple, height: int, key: str, units: str = "all") -> None:
-        build = lambda: plotly_figure(digit_tab(pair, tab, unit, method, units), interactive=True, height=height)  # noqa: E731
-        st.plotly_chart(memo(pair, tab, params, build), key=key)
+        build = lambda: figures(digit_tab(pair, tab, unit, method, units), height=height)  # noqa: E731
+        charts(memo(pair, tab, params, build), key)
 
     with tab_levels:
         if tab_levels.open:
@@ -200,7 +204,7 @@ def page() -> None:
         st.error(f"Could not load the model: {exc}")
         return
 
-    left, right = st.columns([1, 2])
+    left, right = page_columns()
     with left:
         image = digit_input()
     if image is None:
@@ -231,8 +235,8 @@ def page() -> None:
         c1.caption(f"with probability {float(p_d.max()):.1%}")
         c2.metric("Regular twin predicts", int(p_r.argmax()))
         c2.caption(f"with probability {float(p_r.max()):.1%}")
-        build = lambda: plotly_figure(digit_tab(pair, "probabilities", (0, 0)), interactive=True, height=260)  # noqa: E731
-        st.plotly_chart(memo(pair, "probs", (), build), key="probs")
+        build = lambda: figures(digit_tab(pair, "probabilities", (0, 0)), height=260)  # noqa: E731
+        charts(memo(pair, "probs", (), build), "probs")
     url.publish(leave_out=() if st.session_state.get("source", SOURCES[0]) == SOURCES[0] else ("sample",))
     with right:
         unit_views(pair, deform_model, regular_model, levels, method, url)

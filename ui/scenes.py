@@ -27,26 +27,28 @@ from ui.session import (
     load_model,
     one_of,
     own_checkpoints,
+    page_columns,
     parse_unit,
     points_settings,
     scene_samples,
     shipped_pairs,
     show_unit,
 )
-from ui.unit import group_choice, unit_chart, view_choice
+from ui.unit import charts, figures, group_choice, view_choice
 from viz.pages import (
     Pair,
     analyse,
+    frame_levels,
     input_key,
     roi_view,
     scene_glance,
     scene_picks,
     scene_reads,
     scene_unit_words,
+    unit_frame,
     unit_view,
 )
 from viz.preprocess import SCENE_SIZE, preprocess_scene
-from viz.render import plotly_figure
 from viz.scene_stats import ink_boxes
 from viz.views import VIEWS
 
@@ -198,7 +200,7 @@ def roi_section(inp: SceneInput) -> None:
     cx, cy = (x0 + x1) / 2 + shift[0] * w, (y0 + y1) / 2 + shift[1] * h
     box = (cx - scale * w / 2, cy - scale * h / 2, cx + scale * w / 2, cy + scale * h / 2)
     spec, words = roi_view(deform, plain, inp.image, box, int(k), inp.labels[int(k)])
-    st.plotly_chart(plotly_figure(spec, interactive=True, height=360), key="roi_chart")
+    charts(figures(spec, height=360), "roi_chart")
     st.caption(words)
 
 
@@ -223,13 +225,14 @@ def unit_panel(
     chosen = view_choice("scene_view", url)
     view = chosen.name
     group = group_choice(pair.deform.top.groups, "scene_group") if chosen.draws_points else None
+    at = frame_levels(view, levels)
+    frame = cached("frame", (pair.key, at, method, group), lambda: unit_frame(pair, at, method, group))
     shown = cached(
         "view",
         (pair.key, unit, view, method, levels, group, overlay),
-        lambda: unit_view(pair, models, (name, f"{twin} (twin)"), unit, view, method, levels, group, overlay),
+        lambda: unit_view(pair, models, (name, f"{twin} (twin)"), unit, view, method, levels, group, overlay, frame),
     )
-    fig = plotly_figure(shown.spec, interactive=True)
-    unit_chart(fig, "scene_chart", "scene_last_click", _set_unit)
+    charts(figures(shown.spec, height=520), "scene_chart", _set_unit, "scene_last_click")
     st.caption(scene_unit_words(pair, shown, inp.boxes, unit, method, levels, group))
 
 
@@ -253,7 +256,7 @@ def page() -> None:
     except viz.CheckpointError as exc:
         st.error(f"Could not load the scene models: {exc}")
         return
-    left, right = st.columns([1, 2])
+    left, right = page_columns()
     with left:
         source = st.radio("Input", SOURCES, horizontal=True, key="scene_source")
         inp = {"Test scene": _bundled_input, "Draw": _drawn_input, "Upload": _uploaded_input}[source]()
@@ -298,7 +301,7 @@ def page() -> None:
                 # the deformable row only: the twin is already beside the main view
                 triplet = scene_glance(pair, inp.boxes, method, name)
                 if triplet.panels:
-                    st.plotly_chart(plotly_figure(triplet, interactive=True, height=330), key="scene_triplet")
+                    charts(figures(triplet, height=330), "scene_triplet")
         with roi:
             if roi.open:
                 roi_section(inp)

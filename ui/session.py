@@ -145,6 +145,24 @@ def shipped_pairs(prefix: str | None) -> dict[str, tuple[str, str]]:
     return {n: (desc, twin) for n, (twin, desc) in TWINS.items() if n.startswith(prefix)}
 
 
+#: Narrow screens (Streamlit stacks columns below 640 px): the page's chart column first, the
+#: inputs under it, so that a phone shows the picture, not a screenful of inputs, first.
+NARROW_CSS = """<style>
+@media (max-width: 640px) {
+  .st-key-page_row > [data-testid="stLayoutWrapper"] > [data-testid="stHorizontalBlock"]
+    > [data-testid="stColumn"]:last-child { order: -1; }
+  h1 { font-size: 1.5rem !important; }
+}
+</style>"""
+
+
+def page_columns():
+    """A page's two columns: inputs on the left (a third), the charts on the right; on a narrow
+    screen the charts come first (:data:`NARROW_CSS`, which ``app.py`` puts on every page)."""
+    with st.container(key="page_row"):
+        return st.columns([1, 2])
+
+
 def cached(kind: str, key: Any, build: Callable[[], Any]) -> Any:
     """This session's result of ``build`` for ``(kind, key)``: computed once, kept among the last
     :data:`CACHE_LIMITS` ``[kind]`` of its kind. The one store every page keeps results in."""
@@ -283,6 +301,8 @@ class UrlState:
 
 __all__ = [
     "CACHE_LIMITS",
+    "NARROW_CSS",
+    "page_columns",
     "SHARED_KEYS",
     "Field",
     "UrlState",

@@ -10,18 +10,53 @@ import streamlit as st
 
 from ui import inputs as ia
 from viz import views
+from viz.figures import FigureSpec, split_panels
+from viz.render import plotly_figure, title_line_count
 from viz.views import View
 
+#: No Plotly toolbar: it covered the panels' titles (on a phone, the whole top of a chart), and
+#: the pages need neither zoom nor pan (their axes hold still; viz.export writes files).
+CHART_CONFIG = {"displayModeBar": False}
 
-def unit_chart(fig, chart_key: str, last_click_key: str, set_unit: Callable[[tuple[int, int]], None]) -> None:
-    """Draw ``fig`` (a Plotly figure with a ``units`` layer); a click on a unit calls
-    ``set_unit`` before the rerun that draws it (see :func:`ui.inputs.click_handler`)."""
-    st.plotly_chart(
-        fig,
-        key=chart_key,
-        on_select=ia.click_handler(st.session_state, chart_key, last_click_key, set_unit),
-        selection_mode="points",
-    )
+
+#: Characters a chart's title and legend lines hold, by how many charts share the row (the
+#: narrowest case: a 1400 px window with the sidebar open, the charts in the page's right column).
+TEXT_CHARS = {1: 64, 2: 34, 3: 22}
+
+
+def figures(spec: FigureSpec, height: int | None = None) -> list:
+    """Plotly figures of ``spec``, one per panel (:func:`viz.figures.split_panels`), for
+    :func:`charts`, their titles and legends wrapped to fit a chart of that many in a row; build
+    them once and keep them while nothing they show changes."""
+    parts = split_panels(spec)
+    chars = TEXT_CHARS.get(len(parts), min(TEXT_CHARS.values()))
+    lines = title_line_count(spec, chars)  # the same room above each, so that the panels line up
+    return [plotly_figure(part, True, height, text_chars=chars, title_lines=lines) for part in parts]
+
+
+def charts(
+    figs: list,
+    key: str,
+    set_unit: Callable[[tuple[int, int]], None] | None = None,
+    last_click_key: str | None = None,
+) -> None:
+    """One chart per figure, side by side in columns: Streamlit stacks columns one per row on a
+    narrow screen, so a phone shows each panel at full width. The first chart has ``key`` (the
+    others ``key_2``, ...), so ``.st-key-<key>`` finds the deformable model's. With ``set_unit``
+    every chart is clickable: a click (or a tap) on a unit calls it before the rerun that draws it
+    (see :func:`ui.inputs.click_handler`)."""
+    cols = st.columns(len(figs)) if len(figs) > 1 else [st.container()]
+    for i, (col, fig) in enumerate(zip(cols, figs, strict=True)):
+        chart_key = key if i == 0 else f"{key}_{i + 1}"
+        options: dict = {"config": CHART_CONFIG}
+        if set_unit is not None:
+            last = f"{last_click_key or key + '_last'}_{i}"
+            options |= {
+                "on_select": ia.click_handler(st.session_state, chart_key, last, set_unit),
+                "selection_mode": "points",
+            }
+        with col:
+            st.plotly_chart(fig, key=chart_key, **options)
 
 
 def unit_sliders(unit: ia.UnitState, chosen: tuple[int, int], out_size: tuple[int, int]) -> None:

@@ -26,12 +26,13 @@ from ui.session import (
     digit_samples,
     int_in,
     one_of,
+    page_columns,
     parse_unit,
     points_settings,
     show_unit,
     user_model,
 )
-from ui.unit import group_choice, unit_chart, unit_sliders, view_choice
+from ui.unit import charts, figures, group_choice, unit_sliders, view_choice
 from viz.classes import names_mismatch, top_k, top_k_text
 from viz.figures import (
     family_note,
@@ -39,8 +40,7 @@ from viz.figures import (
     levels_figure,
     offset_field_figure,
 )
-from viz.pages import Pair, analyse, input_key, unit_view
-from viz.render import plotly_figure
+from viz.pages import Pair, analyse, frame_levels, input_key, unit_frame, unit_view
 from viz.samples import PHOTOS, sample_photo
 from viz.views import VIEWS
 
@@ -108,7 +108,7 @@ def page() -> None:
     st.caption(f"Your model: {getattr(model, 'source', type(model.model).__name__)}")
     with st.expander("Deformable layers found", expanded=False):
         st.code(model.report(), language=None)
-    left, right = st.columns([1, 2])
+    left, right = page_columns()
     with left:
         got = _input(model)
     if got is None:
@@ -181,14 +181,19 @@ def page() -> None:
                     st.info(f"The {view} is the model's top unit's: choose the top layer to see it.")
                     return
                 group = group_choice(cap.top.groups, "user_group") if chosen.draws_points else None
+                at = frame_levels(view, levels)
+                frame = cached(
+                    "frame", (pair.key, window, at, method, group), lambda: unit_frame(shown_pair, at, method, group)
+                )
                 shown = cached(
                     "view",
                     (pair.key, unit, view, method, levels, group, window),
                     # the points view also shows the same layers with offsets zero (no model needed there)
-                    lambda: unit_view(shown_pair, (model, None), NAMES, unit, view, method, levels, group, False),
+                    lambda: unit_view(
+                        shown_pair, (model, None), NAMES, unit, view, method, levels, group, False, frame
+                    ),
                 )
-                fig = plotly_figure(shown.spec, interactive=True, height=520)
-                unit_chart(fig, "user_points_chart", "user_last_click", UNIT.set)
+                charts(figures(shown.spec, height=520), "user_points_chart", UNIT.set, "user_last_click")
                 unit_sliders(UNIT, unit, (ho, wo))
                 said = (
                     f"{shown.found}. Left your model, right the same layers with offsets zero"
@@ -202,15 +207,10 @@ def page() -> None:
                 )
         with tab_levels:
             if tab_levels.open:
-                st.plotly_chart(
-                    plotly_figure(levels_figure(cap, unit, method), interactive=True, height=420),
-                    key="user_levels_chart",
-                )
+                charts(figures(levels_figure(cap, unit, method), height=420), "user_levels_chart")
         with tab_offsets:
             if tab_offsets.open:
-                st.plotly_chart(
-                    plotly_figure(offset_field_figure(cap), interactive=True, height=440), key="user_offsets"
-                )
+                charts(figures(offset_field_figure(cap), height=440), "user_offsets")
     st.caption(f"Server time for this update: {1e3 * (time.perf_counter() - t0):.0f} ms.")
 
 

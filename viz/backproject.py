@@ -460,3 +460,100 @@ def regular_grid(
         for lc in src
     ]
     return backproject_layers(zeroed, unit, levels=levels, method=method)
+
+
+#: Above this many samples (every unit of the top layer at the drawn level), :func:`sample_box`
+#: bounds the samples instead of back-projecting them all.
+BOX_SAMPLES = 400_000
+
+
+def sample_box(
+    cap: Capture, levels: int | None = None, method: str = BILINEAR, group: int | None = None
+) -> tuple[float, float, float, float]:
+    """``(x_min, x_max, y_min, y_max)`` in image pixels holding the level-``levels`` samples of
+    **every** top-layer unit: one frame for all units of an image, so that choosing another
+    unit moves the points, not the picture.
+
+    Exact (every unit back-projected) up to :data:`BOX_SAMPLES` samples. Above (a grouped model:
+    ``(G P)^3`` samples a unit), every unit is back-projected one level less and the last
+    level is bounded: a parent's children lie at its position on the layer's output map times
+    the stride plus a displacement (grid + offset) read between its (up to) four neighbouring
+    units, which stays within those neighbours' smallest and largest displacement (zero offset
+    outside the map). Deeper still: the same bound level by level over the whole map.
+    """
+    levels = levels or len(cap.layers)
+    n_units = cap.top.out_size[0] * cap.top.out_size[1]
+    if n_units * path_count(cap, levels, group) <= BOX_SAMPLES:
+        pts = backproject(cap, "all", levels=levels, method=method, group=group)
+        final = pts.where(level=levels)
+        return _box(pts.x[final], pts.y[final])
+    lc = cap.layers[len(cap.layers) - levels]  # the layer the last level reads
+    if levels > 1 and n_units * path_count(cap, levels - 1, group) <= BOX_SAMPLES:
+        pts = backproject(cap, "all", levels=levels - 1, method=method, group=group)
+        final = pts.where(level=levels - 1)
+        (sy, sx), (oy, ox) = lc.out_pixel_stride, lc.out_pixel_offset
+        y, x = (pts.y[final].double() - oy) / sy, (pts.x[final].double() - ox) / sx  # on its output map
+        lo, hi = _children_range(lc, y, x)
+    else:
+        lo, hi = _map_range(cap, levels, method, group)
+    if method == "exact":  # the 4 neighbours of a fractional sample
+        lo, hi = torch.floor(lo), torch.ceil(hi)
+    (sy, sx), (oy, ox) = lc.pixel_stride, lc.pixel_offset
+    return float(sx * lo[1] + ox), float(sx * hi[1] + ox), float(sy * lo[0] + oy), float(sy * hi[0] + oy)
+
+
+def _box(xs: Tensor, ys: Tensor) -> tuple[float, float, float, float]:
+    return float(xs.min()), float(xs.max()), float(ys.min()), float(ys.max())
+
+
+def _displacements(lc: LayerCapture, group: int | None = None) -> tuple[Tensor, Tensor]:
+    """Per unit of the layer's output map, the smallest and largest displacement (grid + offset)
+    of its samples, ``(2, Ho, Wo)`` each (y, x)."""
+    grid = lc.grid_yx(torch.float64)  # (P, 2)
+    offsets = lc.offsets_yx[0].to(torch.float64)  # (G, P, 2, Ho, Wo)
+    if group is not None:
+        offsets = offsets[group : group + 1]
+    shift = grid.view(1, -1, 2, 1, 1) + offsets
+    return shift.amin(dim=(0, 1)), shift.amax(dim=(0, 1))
+
+
+def _children_range(lc: LayerCapture, y: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+    """``(lo, hi)`` (y, x) on the layer's input map of the samples that parents at ``(y, x)`` on
+    its output map read: base position times stride plus the neighbours' displacement range."""
+    d_lo, d_hi = _displacements(lc)
+    ho, wo = lc.out_size
+    grid = lc.grid_yx(torch.float64)
+    lo = torch.full((2,), float("inf"), dtype=torch.float64)
+    hi = torch.full((2,), float("-inf"), dtype=torch.float64)
+    stride = torch.tensor(lc.stride, dtype=torch.float64)
+    for ny in (torch.floor(y), torch.ceil(y)):
+        for nx in (torch.floor(x), torch.ceil(x)):
+            inside = (ny >= 0) & (ny <= ho - 1) & (nx >= 0) & (nx <= wo - 1)
+            iy, ix = ny.clamp(0, ho - 1).long(), nx.clamp(0, wo - 1).long()
+            # outside the map an offset reads as zero: the bare grid
+            n_lo = torch.where(inside.unsqueeze(1), d_lo[:, iy, ix].T, grid.amin(0).expand(len(y), 2))
+            n_hi = torch.where(inside.unsqueeze(1), d_hi[:, iy, ix].T, grid.amax(0).expand(len(y), 2))
+            base = torch.stack([torch.minimum(y, ny), torch.minimum(x, nx)], 1) * stride
+            top = torch.stack([torch.maximum(y, ny), torch.maximum(x, nx)], 1) * stride
+            lo = torch.minimum(lo, (base + n_lo).amin(0))
+            hi = torch.maximum(hi, (top + n_hi).amax(0))
+    return lo, hi
+
+
+def _map_range(cap: Capture, levels: int, method: str, group: int | None) -> tuple[Tensor, Tensor]:
+    """The loose bound, level by level over each layer's whole map."""
+    ho, wo = cap.top.out_size
+    lo = torch.tensor([0.0, 0.0], dtype=torch.float64)  # (y, x) on the current layer's output map
+    hi = torch.tensor([ho - 1.0, wo - 1.0], dtype=torch.float64)
+    for depth in range(1, levels + 1):
+        lc = cap.layers[len(cap.layers) - depth]
+        lo, hi = lo - 0.5 * (method == "nearest"), hi + 0.5 * (method == "nearest")  # a parent reads its nearest unit
+        d_lo, d_hi = _displacements(lc, group if depth == 1 else None)
+        grid = lc.grid_yx(torch.float64)
+        d_lo = torch.minimum(d_lo.flatten(1).amin(1), grid.amin(0))  # zero offsets outside the map
+        d_hi = torch.maximum(d_hi.flatten(1).amax(1), grid.amax(0))
+        stride = torch.tensor(lc.stride, dtype=torch.float64)
+        lo, hi = lo * stride + d_lo, hi * stride + d_hi
+        if method == "exact" and depth < levels:
+            lo, hi = torch.floor(lo), torch.ceil(hi)
+    return lo, hi

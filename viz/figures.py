@@ -7,7 +7,8 @@ i.e. the data drawn, not pixels. All coordinates are image pixels (x = column, y
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -88,6 +89,13 @@ class FigureSpec:
     caption: str
     panels: list[Panel]
     ncols: int
+
+
+def split_panels(spec: FigureSpec) -> list[FigureSpec]:
+    """One figure per panel of ``spec`` (same name, title and caption): the app draws each as a
+    chart of its own in a column, so that narrow screens stack them one per row at full width
+    and no panel's colour bar or titles can reach into its neighbour."""
+    return [replace(spec, panels=[panel], ncols=1) for panel in spec.panels]
 
 
 def image_array(image: Tensor) -> np.ndarray:
@@ -293,29 +301,46 @@ def levels_figure(cap: Capture, unit: tuple[int, int] | None = None, method: str
     )
 
 
+#: The offset field draws at most this many arrows along a side of a layer's map.
+ARROWS_PER_SIDE = 8
+
+
 def offset_field_figure(cap: Capture) -> FigureSpec:
-    """Figure 3: per deformable layer, the mean offset over the 9 taps at each unit (over every
-    group's points for a grouped layer)."""
+    """Figure 3: per deformable layer, the mean offset over the 9 taps at a unit (over every
+    group's points for a grouped layer), in input pixels. Readable at any depth: arrows at every
+    ``step``-th unit (at most :data:`ARROWS_PER_SIDE` a side), and where the offsets are longer
+    than the arrows' spacing, every arrow shortened by one factor (named in the title), so that
+    arrows never cross; the title's mean is over every unit, at full length."""
     panels = []
     for li, lc in enumerate(cap.layers):
         uy, ux = unit_pixels(cap, li)
         off = lc.offsets_yx[0].mean(dim=(0, 1)) if lc.groups > 1 else lc.offsets_yx[0, 0].mean(dim=0)  # (2, Ho, Wo)
         dy, dx = off[0] * lc.pixel_stride[0], off[1] * lc.pixel_stride[1]
-        mag = float(torch.hypot(dx, dy).mean())
+        length = torch.hypot(dx, dy)
+        ho, wo = lc.out_size
+        step = max(1, math.ceil(max(ho, wo) / ARROWS_PER_SIDE))
+        pick = (slice(step // 2, None, step), slice(step // 2, None, step))
+        spacing = step * min(lc.out_pixel_stride)
+        longest = float(length[pick].max()) if length[pick].numel() else 0.0
+        scale = min(1.0, 0.9 * spacing / longest) if longest > 0 else 1.0
         arrows = Layer(
             "arrows",
-            ux.flatten().numpy(),
-            uy.flatten().numpy(),
-            "mean offset (px)",
+            ux[pick].flatten().numpy(),
+            uy[pick].flatten().numpy(),
+            "mean offset (px)" if scale == 1.0 else f"mean offset (px) x{scale:.2g}",
             POINT_RED,
-            x2=dx.flatten().numpy(),
-            y2=dy.flatten().numpy(),
+            x2=(scale * dx[pick]).flatten().numpy(),
+            y2=(scale * dy[pick]).flatten().numpy(),
         )
-        panels.append(Panel(f"layer {li + 1}: mean |offset| {mag:.2f} px", _img(cap), [arrows], extent=_extent(cap)))
+        title = f"layer {li + 1}: mean |offset| {float(length.mean()):.2f} px"
+        title += "" if scale == 1.0 else f", arrows x{scale:.2g}"
+        panels.append(Panel(title, _img(cap), [arrows], extent=_extent(cap)))
     return FigureSpec(
         "offset_field",
         "Offset fields: where each layer shifts its filter, on average",
-        "Arrows: mean over the 9 taps of the learned offset at each unit, in input pixels, drawn from the unit's position."
+        "Arrows: mean over the 9 taps of the learned offset at a unit, in input pixels, drawn from the unit's position "
+        f"(every unit's, or every n-th unit's where a layer has more than {ARROWS_PER_SIDE} a side; where offsets are "
+        "longer than the arrows' spacing, all are shortened by the factor in the title)."
         + (
             f" Grouped layers: the mean over all {cap.layers[-1].groups} groups' {cap.layers[-1].taps} points."
             if cap.layers[-1].groups > 1
@@ -454,6 +479,8 @@ def dilation_figure(cap: Capture, name: str = "deformable") -> FigureSpec:
 
 
 __all__ = [
+    "hold_frame",
+    "split_panels",
     "FigureSpec",
     "Layer",
     "Panel",
@@ -492,6 +519,30 @@ def image_panel(title: str, cap: Capture, image: int, layers: list[Layer]) -> Pa
     ys = [layer.y for layer in layers if layer.kind in ("points", "unit", "segments")]
     extent, grown = _extent_with(cap, xs, ys)
     return Panel(title, _img(cap, image), ([frame_layer(cap)] if grown else []) + layers, extent=extent)
+
+
+def hold_frame(spec: FigureSpec, cap: Capture, box: tuple[float, float, float, float]) -> FigureSpec:
+    """The same figure with every image panel on one frame: the image and ``box``
+    (``x_min, x_max, y_min, y_max`` in pixels, e.g. :func:`viz.backproject.sample_box`: every
+    unit's samples), so that choosing another unit moves the points, not the picture. A panel
+    whose own layers reach further keeps them (nothing is cut); the image is outlined when the
+    frame is larger than it."""
+    image = _extent(cap)
+    held, _ = _extent_with(cap, [np.array([box[0], box[1]])], [np.array([box[2], box[3]])])
+    panels = []
+    for panel in spec.panels:
+        if panel.extent is None or (panel.image is None and panel.heat is None):
+            panels.append(panel)
+            continue
+        x0, x1, y1, y0 = panel.extent
+        extent = (min(x0, held[0]), max(x1, held[1]), max(y1, held[2]), min(y0, held[3]))
+        layers = list(panel.layers)
+        if extent != image and not any(layer.label == "image frame" for layer in layers):
+            layers.insert(0, frame_layer(cap))
+        # a heat map that spans the image keeps its pixels where they are on the larger frame
+        origin = panel.heat_origin if panel.heat is None or panel.heat_origin is not None else (0.0, 0.0)
+        panels.append(replace(panel, extent=extent, layers=layers, heat_origin=origin))
+    return replace(spec, panels=panels)
 
 
 def frame_layer(cap: Capture) -> Layer:

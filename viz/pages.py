@@ -10,6 +10,7 @@ function                 what it returns
 =======================  =====================================================================
 :func:`analyse`          one input through a deformable model and its twin (a :class:`Pair`)
 :func:`unit_view`        the chosen view of one unit for both models: its spec and its words
+:func:`unit_frame`       one frame for every unit of an input: a click moves points, not axes
 :func:`digit_tab`        one of the digit page's other tabs (levels, offsets, density, ...)
 :func:`scene_unit_words` what the scene page says under its unit view
 :func:`scene_reads`      the per-digit table: what each model reads in each digit's box
@@ -29,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from models.data.scenes import BACKGROUND, size_class
-from viz.backproject import path_count
+from viz.backproject import deepest_level, path_count, sample_box
 from viz.capture import Capture, capture
 from viz.figures import (
     GRID_GREY,
@@ -39,6 +40,7 @@ from viz.figures import (
     density_figure,
     dilation_figure,
     family_note,
+    hold_frame,
     levels_figure,
     offset_field_figure,
     probabilities_figure,
@@ -105,6 +107,28 @@ class UnitView:
     draws_points: bool
 
 
+def unit_frame(
+    pair: Pair, levels: int | None = None, method: str = BILINEAR, group: int | None = None
+) -> tuple[float, float, float, float]:
+    """One frame (``x_min, x_max, y_min, y_max``, pixels) for every unit of the pair's input: the
+    samples of all top-layer units of both models at level ``levels`` (default: as deep as the
+    points are drawn). :func:`unit_view` puts every panel on it, so a click moves the points,
+    not the picture."""
+    boxes = [
+        sample_box(c, levels or deepest_level(c), method, group if c.top.groups > 1 else None)
+        for c in (pair.deform, pair.regular)
+    ]
+    return (
+        min(b[0] for b in boxes), max(b[1] for b in boxes), min(b[2] for b in boxes), max(b[3] for b in boxes)
+    )  # fmt: skip
+
+
+def frame_levels(view: str, levels: int | None) -> int | None:
+    """The level whose samples a view draws: the chosen one for the points, the deepest for the
+    others (the effective sampling locations draw every path)."""
+    return levels if get_view(view).draws_points else None
+
+
 def unit_view(
     pair: Pair,
     models: tuple[nn.Module | None, nn.Module | None],
@@ -115,17 +139,22 @@ def unit_view(
     levels: int | None = None,
     group: int | None = None,
     overlay: bool = True,
+    frame: tuple[float, float, float, float] | None = None,
 ) -> UnitView:
     """The view named ``view`` of ``unit`` for the pair's deformable model and its twin (views that
     need the model itself are computed for the twin only when it is a model: a zero-offset twin
-    has none). The points drawn are the points counted: computed once, here."""
+    has none). The points drawn are the points counted: computed once, here. ``frame``
+    (:func:`unit_frame`): every image panel's axes, the same whichever unit is chosen."""
     shown = get_view(view)
     runs = [(models[0], pair.deform, titles[0]), (models[1], pair.regular, titles[1])]
     if shown.needs_model and models[1] is None:
         runs = runs[:1]
     entries = [{**shown.compute(m, c, unit, method, levels, group), "title": t} for m, c, t in runs]
     found = count_note(entries[0]["pts"]) if shown.draws_points else shown.plain(entries[0]).rstrip(".")
-    return UnitView(entries, shown.figure(entries, unit, overlay=overlay), found, shown.draws_points)
+    spec = shown.figure(entries, unit, overlay=overlay)
+    if frame is not None:
+        spec = hold_frame(spec, pair.deform, frame)
+    return UnitView(entries, spec, found, shown.draws_points)
 
 
 def digit_tab(pair: Pair, tab: str, unit: tuple[int, int], method: str = BILINEAR, units: str = "all") -> FigureSpec:
@@ -238,5 +267,7 @@ __all__ = [
     "scene_picks",
     "scene_reads",
     "scene_unit_words",
+    "frame_levels",
+    "unit_frame",
     "unit_view",
 ]

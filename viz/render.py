@@ -187,17 +187,46 @@ def _wrap(text: str, width: int) -> str:
     return "\n".join(textwrap.wrap(text, width=max(40, width)))
 
 
-def plotly_figure(spec: FigureSpec, interactive: bool = False, height: int | None = None):
+def plotly_figure(
+    spec: FigureSpec,
+    interactive: bool = False,
+    height: int | None = None,
+    text_chars: int | None = None,
+    title_lines: int = 1,
+):
     """A Plotly figure of the spec. ``interactive=True`` (the app): no title or caption (the page
     shows them), width follows the page, clicks select points (``units`` layers carry their
-    (row, col) as customdata), no drag-zoom."""
+    (row, col) as customdata), no drag-zoom. ``text_chars``: panel titles and legend entries are
+    wrapped to lines of at most this many characters (Plotly does not wrap, and a chart a third
+    of a page wide holds about 24); ``title_lines``: room above the panels for at least that
+    many title lines (charts side by side then line up)."""
     # built as plain data and validated once: building it trace by trace with make_subplots and
     # update_* re-validated every property on every call (~45 ms per figure, the app's largest
     # server cost after the capture)
-    return go.Figure(plotly_dict(spec, interactive, height))
+    return go.Figure(plotly_dict(spec, interactive, height, text_chars, title_lines))
 
 
-def plotly_dict(spec: FigureSpec, interactive: bool = False, height: int | None = None) -> dict:
+def title_line_count(spec: FigureSpec, text_chars: int | None) -> int:
+    """How many lines the longest panel title of ``spec`` takes, wrapped to ``text_chars``."""
+    return max((_lines(p.title, text_chars).count("<br>") + 1 for p in spec.panels if p.title), default=1)
+
+
+def _lines(text: str, chars: int | None) -> str:
+    """``text`` wrapped to lines of at most ``chars`` characters, joined by Plotly's ``<br>``."""
+    if not chars or len(text) <= chars:
+        return text
+    import textwrap
+
+    return "<br>".join(textwrap.wrap(text, width=chars, break_long_words=True))
+
+
+def plotly_dict(
+    spec: FigureSpec,
+    interactive: bool = False,
+    height: int | None = None,
+    text_chars: int | None = None,
+    title_lines: int = 1,
+) -> dict:
     """The spec as a Plotly figure in its JSON form: ``{"data": [...], "layout": {...}}``, one
     subplot per panel on a grid of ``spec.ncols`` columns."""
     n = len(spec.panels)
@@ -221,24 +250,30 @@ def plotly_dict(spec: FigureSpec, interactive: bool = False, height: int | None 
         layout[f"xaxis{suffix}"] = {**xaxis, "anchor": f"y{suffix}", "domain": x_dom}
         layout[f"yaxis{suffix}"] = {**yaxis, "anchor": f"x{suffix}", "domain": y_dom}
         if panel.title:
+            title = _lines(panel.title, text_chars)
+            title_lines = max(title_lines, title.count("<br>") + 1)
             layout["annotations"].append(
                 {
-                    "text": panel.title, "x": sum(x_dom) / 2, "y": y_top, "xref": "paper", "yref": "paper",
+                    "text": title, "x": sum(x_dom) / 2, "y": y_top, "xref": "paper", "yref": "paper",
                     "xanchor": "center", "yanchor": "bottom", "showarrow": False, "font": {"size": 13},
                 }
             )  # fmt: skip
         # a colour bar stands just right of its own panel, as tall as the panel's row
         colorbar = {"x": x_dom[1] + 0.01, "y": sum(y_dom) / 2, "len": 0.9 * tall}
         for trace in panel_traces(panel, shown, colorbar):
+            if text_chars and trace.get("showlegend", True) and trace.get("name"):
+                trace = {**trace, "name": _lines(trace["name"], text_chars + 4)}
             data.append({**trace, "xaxis": f"x{suffix}", "yaxis": f"y{suffix}"})
     if interactive:
         height = height or 460 * nrows + 60
         layout |= {
             "height": height,
-            "margin": {"l": 40, "r": 10, "t": 40, "b": 40},
-            # the legend about 70 px under the plot, below the x axis title whatever the height
-            # (a fixed fraction of a short chart's height put it over the title)
-            "legend": {"orientation": "h", "y": -70 / max(height - 80, 100)},
+            # the top margin holds the panel titles, however many lines they were wrapped to
+            "margin": {"l": 40, "r": 10, "t": 24 + 17 * title_lines, "b": 40},
+            # the legend at the bottom of the chart, below the x axis title: Plotly grows the
+            # bottom margin to hold it (a position under the plot area, in fractions of its
+            # height, ran into the title when the plot area was squeezed to keep pixels square)
+            "legend": {"orientation": "h", "yref": "container", "y": 0, "yanchor": "bottom", "x": 0},
             "clickmode": "event+select",
             "dragmode": False,
         }
@@ -301,7 +336,15 @@ def panel_traces(panel: Panel, shown: set[str] | None = None, colorbar: dict | N
                 "type": "heatmap",
                 "z": np.asarray(panel.heat, dtype=np.float32),
                 "colorscale": scale,
-                "colorbar": {"title": {"text": panel.heat_title}, "len": 0.8, "x": 1.02, **(colorbar or {})},
+                # the title runs up the bar's side: across its top it took more width than the
+                # plot and ran over the top tick label
+                "colorbar": {
+                    "title": {"text": panel.heat_title, "side": "right", "font": {"size": 11}},
+                    "thickness": 12,
+                    "len": 0.8,
+                    "x": 1.02,
+                    **(colorbar or {}),
+                },
                 "hovertemplate": f"x %{{x}}, y %{{y}}: %{{z:.2f}} {panel.heat_title}<extra></extra>",
                 "name": panel.title,
                 **(
