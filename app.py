@@ -16,9 +16,11 @@ from models.runtime import describe_device
 from ui.canvas import new_full_run
 from ui.inputs import keep_widget_state
 from ui.session import NARROW_CSS, SHARED_KEYS, cli_args, device, freeze_startup_heap
+from ui.touch import touch_taps
 
 st.set_page_config(page_title="deformscope", layout="wide")
 st.html(NARROW_CSS)  # a phone shows each page's charts before its inputs
+touch_taps()  # a tap on a unit selects it, as a click does
 new_full_run()
 freeze_startup_heap()
 

@@ -69,7 +69,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server() -> tuple[subprocess.Popen, str]:
+def start_server(log: Path | None = None) -> tuple[subprocess.Popen, str]:
+    """``streamlit run app.py`` on a free port; its output goes to ``log`` (else nowhere)."""
     port = _free_port()
     cmd = [
         sys.executable,
@@ -86,7 +87,8 @@ def start_server() -> tuple[subprocess.Popen, str]:
         "--browser.gatherUsageStats",
         "false",
     ]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out = open(log, "w") if log is not None else subprocess.DEVNULL  # noqa: SIM115 (the server's lifetime)
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     for _ in range(240):
         try:

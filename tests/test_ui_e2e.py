@@ -19,6 +19,13 @@ from pagewatch import POINT_ON_PAGE, ScriptRuns, arm, redrawn, wait_idle  # noqa
 pytestmark = pytest.mark.e2e
 CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
 ARTIFACTS = REPO / "test-artifacts"
+SERVER_LOG = ARTIFACTS / "app_e2e_server.log"
+VIEWPORTS = [(1400, 1000), (390, 844)]
+#: per page, the views a text check goes through (the text clicked to open each, None: as opened)
+VIEWS_SEEN = {
+    "": [None, "effective receptive field", "effective sampling locations", "saliency region", "Deformable RoI pooling"],
+    "digits": [None, "Level by level", "Offset field", "Sampling density", "Effective dilation"],
+}
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +34,8 @@ def server():
         pytest.skip(f"no chromium at {CHROMIUM} (apt-get install chromium; .ci/run does this)")
     from loadtest import start_server  # the one way this project starts the app for a browser
 
-    proc, url = start_server()
+    ARTIFACTS.mkdir(exist_ok=True)
+    proc, url = start_server(log=SERVER_LOG)
     try:
         yield url
     finally:
@@ -302,3 +310,76 @@ def test_scene_mode_draw_two_digits_and_click_a_unit_on_each(server):
         expect(page.locator('[data-testid="stException"]')).to_have_count(0)
         browser.close()
     _report("scene mode", timings)
+
+
+def _browser(p):
+    return p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+
+
+@pytest.mark.parametrize(("width", "height"), VIEWPORTS, ids=["1400x1000", "390x844"])
+def test_no_chart_text_overlaps_another_or_leaves_its_chart(server, width, height):
+    """Every title, tick label, axis title, colour-bar label and legend entry of every chart, in
+    every view of both pages, on a wide window and on a phone."""
+    from pagewatch import TEXT_BOXES, text_problems
+    from playwright.sync_api import expect, sync_playwright
+
+    problems = []
+    with sync_playwright() as p:
+        browser = _browser(p)
+        phone = width < 600
+        for path, views in VIEWS_SEEN.items():
+            page = browser.new_context(
+                viewport={"width": width, "height": height}, has_touch=phone, is_mobile=phone
+            ).new_page()
+            page.set_default_timeout(60_000)
+            runs = ScriptRuns(page)
+            page.goto(f"{server}/{path}")
+            expect(page.locator(".js-plotly-plot").first).to_be_visible()
+            for view in views:
+                if view is not None:
+                    page.get_by_text(view, exact=True).first.click()
+                wait_idle(page, runs)
+                page.wait_for_timeout(1500)  # Plotly lays a new chart out after it is mounted
+                boxes = page.evaluate(TEXT_BOXES)
+                assert len(boxes) > 10, f"/{path} {view}: no chart texts found"
+                problems += [f"/{path}, {view or 'as opened'}: {what}" for what in text_problems(boxes)]
+            page.close()
+        browser.close()
+    assert not problems, "\n".join(problems)
+
+
+def test_a_tap_on_a_phone_selects_a_unit_and_the_axes_hold_still(server):
+    """On a touch screen a tap chooses the unit under the finger; the chart's axes are the same
+    before and after (the picture holds still while the points move)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = _browser(p)
+        page = browser.new_context(viewport={"width": 390, "height": 844}, has_touch=True, is_mobile=True).new_page()
+        page.set_default_timeout(60_000)
+        runs = ScriptRuns(page)
+        page.goto(server)
+        chart = page.locator(".st-key-scene_chart .js-plotly-plot")
+        expect(chart).to_have_count(1)
+        wait_idle(page, runs)
+        page.wait_for_timeout(1500)
+        chart.first.scroll_into_view_if_needed()
+        ranges = "c => [c._fullLayout.xaxis.range, c._fullLayout.yaxis.range]"
+        before = chart.first.evaluate(ranges)
+        # unit (row, col) is centred on scene pixel (4 * col + 1.5, 4 * row + 1.5)
+        x, y = chart.first.evaluate(POINT_ON_PAGE, [4 * 3 + 1.5, 4 * 12 + 1.5])
+        page.touchscreen.tap(x, y)
+        expect(page.get_by_text("Unit (12, 3) lies on")).to_be_visible()
+        wait_idle(page, runs)
+        page.wait_for_timeout(1000)
+        assert chart.first.evaluate(ranges) == before
+        assert "unit=12%2C3" in page.url or "unit=12,3" in page.url
+        browser.close()
+
+
+def test_the_server_log_has_no_warnings(server):
+    """Run last in this module: everything the browser tests above did left no warning (such as
+    Streamlit's about a widget given a default and a Session State value) in the server's log."""
+    text = SERVER_LOG.read_text()
+    flagged = [line for line in text.splitlines() if "warning" in line.lower() or "error" in line.lower()]
+    assert not flagged, "\n".join(flagged)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import streamlit as st
 
 from ui import inputs as ia
+from ui.touch import on_tap
 from viz import views
 from viz.figures import FigureSpec, split_panels
 from viz.render import plotly_figure, title_line_count
@@ -50,6 +51,7 @@ def charts(
         chart_key = key if i == 0 else f"{key}_{i + 1}"
         options: dict = {"config": CHART_CONFIG}
         if set_unit is not None:
+            on_tap(chart_key, set_unit)  # a tap on a touch screen too (ui.touch)
             last = f"{last_click_key or key + '_last'}_{i}"
             options |= {
                 "on_select": ia.click_handler(st.session_state, chart_key, last, set_unit),
