@@ -175,7 +175,6 @@ def roi_section(inp: SceneInput) -> None:
     except viz.CheckpointError as exc:
         st.warning(f"The RoI models could not be loaded: {exc}")
         return
-    c1, c2, c3, c4 = st.columns(4)
     heights = inp.heights
 
     def named(i: int) -> str:  # the words of the main digit selector
@@ -189,7 +188,9 @@ def roi_section(inp: SceneInput) -> None:
         st.session_state["roi_digit"] = int(heights.argmax())
     for key, default in (("roi_shift_x", 0.0), ("roi_shift_y", 0.0), ("roi_scale", 1.0)):
         st.session_state.setdefault(key, default)
-    k = c1.selectbox("Box of digit", range(len(inp.boxes)), format_func=named, key="roi_digit")
+    # the digit on a row of its own: in a quarter of the row its name ("digit 1: a 3, 14 px") was cut
+    k = st.selectbox("Box of digit", range(len(inp.boxes)), format_func=named, key="roi_digit")
+    c2, c3, c4 = st.columns(3)
     shift = (
         c2.slider("Move right (x its width)", -0.5, 0.5, step=0.05, key="roi_shift_x"),
         c3.slider("Move down (x its height)", -0.5, 0.5, step=0.05, key="roi_shift_y"),
@@ -285,7 +286,20 @@ def page() -> None:
         st.caption(f"Input: {inp.source}.")
         rows = scene_reads(pair, inp.boxes, inp.labels)
         if rows:
-            st.dataframe(rows, hide_index=True, key="scene_reads")
+            # short headers and columns sized in pixels: the 1400 px layout cut the last column off
+            column = st.column_config.TextColumn
+            st.dataframe(
+                rows,
+                hide_index=True,
+                key="scene_reads",
+                column_config={
+                    "digit": st.column_config.NumberColumn("#", width=34),
+                    "size": column("size", width=104),
+                    "true": column("true", width=44),
+                    "deformable reads": column("deform.", help="what the deformable model reads", width=62),
+                    "regular reads": column("regular", help="what the regular twin reads", width=60),
+                },
+            )
         else:
             st.caption("No separate digits found in the ink.")
 

@@ -158,7 +158,10 @@ def page() -> None:
             best = top_k(cap.probabilities[0], model.class_names, 5)
             if mismatch := names_mismatch(model.class_names, cap.logits.shape[1]):
                 st.caption(mismatch)
-            st.metric("Your model predicts", best[0][1])
+            # a heading, not st.metric: a class name as long as "Greater Swiss Mountain dog" wraps
+            # instead of being cut to "Greater Swiss Mo..."
+            st.caption("Your model predicts")
+            st.markdown(f"#### {best[0][1]}")
             st.caption(f"Top 5: {top_k_text(best)}" if len(best) > 1 else f"with probability {best[0][2]:.1%}")
     ho, wo = cap.top.out_size
     unit = st.session_state["user_unit"]

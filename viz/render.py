@@ -121,6 +121,17 @@ def _mpl_panel(ax, panel: Panel, legend: bool = True) -> None:
 def render_matplotlib(
     spec: FigureSpec, path: Path, fmt: str = "png", panel_inches: float = 3.2, dpi: int = 110
 ) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig = matplotlib_figure(spec, panel_inches)
+    metadata = {"Software": None} if fmt == "png" else {"Date": None, "Creator": None}
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi, metadata=metadata))
+    plt.close(fig)
+    return path
+
+
+def matplotlib_figure(spec: FigureSpec, panel_inches: float = 3.2):
+    """The spec as a matplotlib figure (Agg), as PNG and SVG files draw it; the caller closes it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -155,10 +166,7 @@ def render_matplotlib(
     if not legend_shown:
         fig.suptitle(spec.title, fontsize=12)
     fig.supxlabel(_wrap(spec.caption, int(15 * panel_inches * ncols)), fontsize=7.5)
-    metadata = {"Software": None} if fmt == "png" else {"Date": None, "Creator": None}
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi, metadata=metadata))
-    plt.close(fig)
-    return path
+    return fig
 
 
 def _figure_legend(fig, entries: dict[str, object], title: str, max_columns: int = 4):
