@@ -165,3 +165,90 @@ def test_a_colour_image_is_drawn_in_colour_by_both_renderers(tmp_path):
     pixels = np.asarray(Image.open(png).convert("RGB")).reshape(-1, 3).astype(int)
     assert ((pixels[:, 0] > 200) & (pixels[:, 1] < 60) & (pixels[:, 2] < 60)).sum() > 100  # red drawn red
     assert ((pixels[:, 2] > 200) & (pixels[:, 0] < 60) & (pixels[:, 1] < 60)).sum() > 20  # blue drawn blue
+
+
+def _drawn_texts(fig) -> list:
+    """The texts matplotlib draws: titles, axis labels, tick labels inside the view, legends,
+    the figure's title, legend and caption (a tick label outside the view is made, not drawn)."""
+    texts = list(fig.texts) + [t for t in (fig._suptitle, fig._supxlabel) if t is not None]
+    for legend in fig.legends:
+        texts += [*legend.get_texts(), legend.get_title()]
+    for ax in fig.axes:
+        if not ax.get_visible() or not ax.axison:
+            continue
+        texts += [ax.title, ax._left_title, ax._right_title, ax.xaxis.label, ax.yaxis.label, *ax.texts]
+        for axis, limits in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+            lo, hi = sorted(limits)
+            for tick in axis.get_major_ticks():
+                if lo - 1e-9 <= tick.get_loc() <= hi + 1e-9:
+                    texts += [label for label in (tick.label1, tick.label2) if label.get_visible()]
+        if ax.get_legend() is not None:
+            texts += [*ax.get_legend().get_texts(), ax.get_legend().get_title()]
+    unique = {id(t): t for t in texts if t.get_visible() and t.get_text().strip()}
+    return list(unique.values())
+
+
+def text_problems_of(fig, slack: float = 1.0) -> list[str]:
+    """Texts of a matplotlib figure that overlap another by more than ``slack`` pixels each way,
+    or leave the figure, as drawn (the SVG export's layout)."""
+    import io
+
+    fig.savefig(io.BytesIO(), format="svg")
+    fig.canvas.draw()  # the extents below are in this renderer's pixels
+    renderer, frame = fig.canvas.get_renderer(), fig.bbox
+    boxes = [(t.get_text().replace("\n", " "), t.get_window_extent(renderer)) for t in _drawn_texts(fig)]
+    problems = [
+        f"{name!r} leaves the figure"
+        for name, b in boxes
+        if b.x0 < frame.x0 - slack or b.x1 > frame.x1 + slack or b.y0 < frame.y0 - slack or b.y1 > frame.y1 + slack
+    ]
+    for i, (name_a, a) in enumerate(boxes):
+        for name_b, b in boxes[i + 1 :]:
+            if min(a.x1, b.x1) - max(a.x0, b.x0) > slack and min(a.y1, b.y1) - max(a.y0, b.y0) > slack:
+                problems.append(f"{name_a!r} overlaps {name_b!r}")
+    return problems
+
+
+@pytest.mark.slow
+def test_no_text_of_any_exported_figure_overlaps_another_or_leaves_it():
+    """Every figure viz.export writes, for the shipped models and for a model of yours, as its SVG
+    export lays it out: titles, tick labels, axis titles, colour-bar labels, legends, caption."""
+    import matplotlib.pyplot as plt
+
+    import viz
+    from viz import export
+    from viz.render import matplotlib_figure
+
+    args = export.build_parser().parse_args([])  # the export's defaults
+    args.device = "cpu"
+    makers = dict(export.scene_builders(args))
+    digit, _ = export.load_digit("1")
+    makers |= export.builders(viz.load("deform_rts"), viz.load("regular_rts"), viz.load("deform2_plain"), digit)
+    user = viz.load_user_model("tests.user_models:six_layers")
+    cap = viz.capture(user, viz.prepare_for(user, viz.load_samples().images[1, 0].numpy()))
+    makers |= {f"yours: {k}": v for k, v in export.user_builders(cap, (7, 7)).items()}
+    problems = []
+    for name, make in makers.items():
+        fig = matplotlib_figure(make())
+        problems += [f"{name}: {p}" for p in text_problems_of(fig)]
+        plt.close(fig)
+    assert len(makers) == 13 and not problems, "\n".join(problems)
+
+
+def test_the_text_check_finds_a_title_that_runs_off_and_one_that_overlaps():
+    import matplotlib.pyplot as plt
+
+    from viz.render import matplotlib_figure
+
+    spec = _spec()
+    long = "a title far too long for its panel, which runs into the next one's and off the figure's edge"
+    spec.panels[0].title = spec.panels[1].title = long
+    fig, axes = plt.subplots(1, 2, figsize=(4, 2))  # by hand, unwrapped
+    axes[0].set_title(long)
+    axes[1].set_title(long)
+    problems = text_problems_of(fig)
+    plt.close(fig)
+    assert any("leaves the figure" in p for p in problems) and any("overlaps" in p for p in problems)
+    fig = matplotlib_figure(spec)  # the renderer wraps them
+    assert not [p for p in text_problems_of(fig) if "a title far" in p]
+    plt.close(fig)

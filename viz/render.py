@@ -110,7 +110,9 @@ def _mpl_panel(ax, panel: Panel, legend: bool = True) -> None:
         ax.set_xlim(x0, x1)
         ax.set_ylim(y0, y1)
         ax.set_aspect("equal")
-    ax.set_title(panel.title, fontsize=9)
+    # a title longer than its panel wraps: on a row of panels it ran into its neighbour's, and the
+    # last one's off the figure
+    ax.set_title(_wrap(panel.title, TITLE_CHARS, floor=0), fontsize=9)
     ax.set_xlabel(panel.xlabel, fontsize=8)
     ax.set_ylabel(panel.ylabel, fontsize=8)
     ax.tick_params(labelsize=7)
@@ -189,10 +191,14 @@ def _figure_legend(fig, entries: dict[str, object], title: str, max_columns: int
     return legend(1)
 
 
-def _wrap(text: str, width: int) -> str:
+#: Characters a panel title's line holds in a matplotlib figure (9 pt on a 3.2 in panel).
+TITLE_CHARS = 36
+
+
+def _wrap(text: str, width: int, floor: int = 40) -> str:
     import textwrap
 
-    return "\n".join(textwrap.wrap(text, width=max(40, width)))
+    return "\n".join(textwrap.wrap(text, width=max(floor, width)))
 
 
 def plotly_figure(
