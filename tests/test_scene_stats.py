@@ -89,3 +89,11 @@ def test_ink_boxes_find_separate_digits_and_join_close_strokes():
     boxes = ink_boxes(img)
     assert boxes.tolist() == [[5.0, 5.0, 8.0, 15.0], [20.0, 30.0, 40.0, 60.0]]
     assert ink_boxes(torch.zeros(1, 64, 64)).shape == (0, 4)
+
+
+def test_overlapping_boxes_names_the_digits_a_rescaled_one_runs_into():
+    from viz.scene_stats import overlapping_boxes
+
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [9.0, 2.0, 20.0, 8.0], [30.0, 30.0, 40.0, 40.0], [10.0, 0.0, 12.0, 5.0]])
+    assert overlapping_boxes(boxes, 0) == [1]  # box 3 only touches box 0's edge
+    assert overlapping_boxes(boxes, 2) == []

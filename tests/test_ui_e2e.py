@@ -136,13 +136,20 @@ def test_page_sample_click_and_draw(server):
         expect(chart).to_be_visible()
         expect(chart).to_contain_text("729 sampling points (level 3)")
 
-        # Click the unit at row 3, column 10: pixel (x, y) = (2*10 + 0.5, 2*3 + 0.5).
+        # Click the unit at row 3, column 10: pixel (x, y) = (2*10 + 0.5, 2*3 + 0.5). The axes of
+        # both charts (the deformable model's and the twin's) hold still: the points move.
+        ranges = "c => [c._fullLayout.xaxis.range, c._fullLayout.yaxis.range]"
+        both = page.locator(".st-key-points_chart .js-plotly-plot, .st-key-points_chart_2 .js-plotly-plot")
+        wait_idle(page, runs)  # the new digit's charts, not the last one's
+        page.wait_for_timeout(500)
+        before = [both.nth(i).evaluate(ranges) for i in range(2)]
         timings = {
             "click a unit": _click_unit(
                 page, runs, "st-key-points_chart", (3, 10), 20.5, 6.5, "Unit (3, 10): 729 sampling points"
             )
         }
         expect(page.locator('[data-testid="stException"]')).to_have_count(0)
+        assert [both.nth(i).evaluate(ranges) for i in range(2)] == before
         page.screenshot(path=str(ARTIFACTS / "app_e2e.png"), full_page=True)
 
         # The address holds the page, the digit and the unit: a copied link opens the same view.

@@ -180,3 +180,17 @@ def test_the_grouped_scene_models_offer_their_groups(name, family, one_group):
     at.selectbox(key="scene_group").set_value(one_group).run()
     assert not at.exception, [e.message for e in at.exception]
     assert "11664 sampling points at level 3" in _captions(at)
+
+
+def test_a_digit_rescaled_into_its_neighbour_is_said_and_colours_are_named_only_where_drawn():
+    at = _run()
+    at.selectbox(key="scene_digit").set_value(1).run()  # the large 1 beside the 3
+    at.slider(key="scene_factor").set_value(2.0).run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert any("now overlaps digit" in w.value for w in at.warning)
+    at.slider(key="scene_factor").set_value(1.0).run()
+    assert not any("now overlaps digit" in w.value for w in at.warning)
+    said = " ".join(c.value for c in at.caption)
+    assert "Colours: the model's predicted digit classes" in said  # the points, over the segmentation
+    at.radio(key="scene_view").set_value("effective receptive field").run()
+    assert "Colours: the model's predicted" not in " ".join(c.value for c in at.caption)  # none drawn

@@ -32,7 +32,7 @@ from ui.session import (
 from ui.unit import charts, figures, unit_sliders, view_choice
 from viz.pages import Pair, analyse, digit_tab, frame_levels, input_key, unit_frame, unit_view
 from viz.stats import centre_unit
-from viz.views import VIEWS
+from viz.views import VIEWS, get_view
 
 CANVAS_KEY = "canvas"
 SOURCES = ("Sample digit", "Draw", "Upload")
@@ -141,7 +141,7 @@ def unit_views(pair: Pair, deform_model, regular_model, levels: int, method: str
             charts(figs, "points_chart", UNIT.set, "last_click")
             unit_sliders(UNIT, unit, pair.deform.top.out_size)
             st.caption(f"Unit {unit}: {found}. Left the deformable model, right its regular twin.")
-            if pair.deform.top.modulated:
+            if pair.deform.top.modulated and get_view(view).draws_points:  # said where points are drawn
                 st.caption(
                     "DCNv2: a point's opacity is its modulation weight (the product of the masks along its path)."
                 )

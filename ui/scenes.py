@@ -49,7 +49,7 @@ from viz.pages import (
     unit_view,
 )
 from viz.preprocess import SCENE_SIZE, preprocess_scene
-from viz.scene_stats import ink_boxes
+from viz.scene_stats import ink_boxes, overlapping_boxes
 from viz.views import VIEWS
 
 CANVAS_SIDE = 256  # the drawing canvas: 4 screen pixels per scene pixel
@@ -116,6 +116,12 @@ def _bundled_input() -> SceneInput | None:
         new, box = rescale_digit(image[0], scenes.instances[idx], int(pick), float(factor))
         image = new.unsqueeze(0)
         boxes[int(pick)] = box
+        if touching := overlapping_boxes(boxes, int(pick)):
+            st.warning(
+                f"At {factor:g}x digit {int(pick) + 1} now overlaps digit "
+                + " and ".join(str(k + 1) for k in touching)
+                + ": their ink mixes, so the models (and the table) may read them as one."
+            )
     name = f"test scene {idx}" + (f", digit {pick + 1} x{factor:g}" if factor != 1 else "")
     return SceneInput(image, boxes, labels, name, f"test scene {idx}")
 
@@ -234,7 +240,7 @@ def unit_panel(
         lambda: unit_view(pair, models, (name, f"{twin} (twin)"), unit, view, method, levels, group, overlay, frame),
     )
     charts(figures(shown.spec, height=520), "scene_chart", _set_unit, "scene_last_click")
-    st.caption(scene_unit_words(pair, shown, inp.boxes, unit, method, levels, group))
+    st.caption(scene_unit_words(pair, shown, inp.boxes, unit, method, levels, group, overlay))
 
 
 def page() -> None:

@@ -178,10 +178,18 @@ def _size_name(heights: Tensor, k: int) -> str:
 
 
 def scene_unit_words(
-    pair: Pair, shown: UnitView, boxes: Tensor, unit: tuple[int, int], method: str, levels: int, group: int | None
+    pair: Pair,
+    shown: UnitView,
+    boxes: Tensor,
+    unit: tuple[int, int],
+    method: str,
+    levels: int,
+    group: int | None,
+    overlay: bool = True,
 ) -> str:
     """The sentence under the scene page's unit view: where the unit lies, what the view found and
-    the effective dilation of its top-layer filter beside the twin's."""
+    the effective dilation of its top-layer filter beside the twin's; the colours are explained
+    only where they are drawn (the points view with the segmentation overlay)."""
     heights = boxes[:, 3] - boxes[:, 1]
     d = int(unit_digits(pair.deform, boxes)[unit])
     where = "the background" if d < 0 else f"digit {d + 1} ({_size_name(heights, d)}, {int(heights[d])} px)"
@@ -196,7 +204,8 @@ def scene_unit_words(
         f"Unit {unit} lies on {where}: {what}"
         f"effective dilation of its top-layer filter {dil_d:.1f} px (regular twin {dil_r:.1f} px). "
         + ("" if pair.deform.top.family == "torchvision" else f"{family_note(pair.deform)} ")
-        + "Click any unit to move it. Colours: the model's predicted digit classes."
+        + "Click any unit to move it."
+        + (" Colours: the model's predicted digit classes." if shown.draws_points and overlay else "")
     )
 
 

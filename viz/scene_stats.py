@@ -54,6 +54,17 @@ def unit_regions(cap: Capture, boxes: Tensor, heights: Tensor, layer: int = -1) 
     return torch.where(d >= 0, cls[d.clamp_min(0)], torch.full_like(d, 3))
 
 
+def overlapping_boxes(boxes: Tensor, index: int) -> list[int]:
+    """The digits (indices into ``boxes``, ``(D, 4)`` as ``x0, y0, x1, y1``) whose box overlaps
+    digit ``index``'s: a digit rescaled into its neighbour."""
+    x0, y0, x1, y1 = boxes[index].tolist()
+    return [
+        k
+        for k, (a0, b0, a1, b1) in enumerate(boxes.tolist())
+        if k != index and min(x1, a1) > max(x0, a0) and min(y1, b1) > max(y0, b0)
+    ]
+
+
 def ink_boxes(image: Tensor, threshold: float = 0.3, join: int = 2, min_pixels: int = 6) -> Tensor:
     """Boxes of the separate ink blobs of a scene ``(H, W)`` (or ``(1, H, W)``), for pictures that
     come without annotations (drawings, uploads).
@@ -196,6 +207,7 @@ def pick_units(cap: Capture, boxes: Tensor, heights: Tensor, image: int = 0) -> 
 
 
 __all__ = [
+    "overlapping_boxes",
     "REGIONS",
     "RegionStats",
     "dilation_by_region",
