@@ -140,7 +140,9 @@ def unit_views(pair: Pair, deform_model, regular_model, levels: int, method: str
             figs, found = memo(pair, "points", (unit, levels, method, view), points_figures)
             charts(figs, "points_chart", UNIT.set, "last_click")
             unit_sliders(UNIT, unit, pair.deform.top.out_size)
-            st.caption(f"Unit {unit}: {found}. Left the deformable model, right its regular twin.")
+            st.caption(
+                f"Unit {unit}: {found}. First the deformable model, then its regular twin; click or tap a unit to move it."
+            )
             if pair.deform.top.modulated and get_view(view).draws_points:  # said where points are drawn
                 st.caption(
                     "DCNv2: a point's opacity is its modulation weight (the product of the masks along its path)."

@@ -199,14 +199,14 @@ def page() -> None:
                 charts(figures(shown.spec, height=520), "user_points_chart", UNIT.set, "user_last_click")
                 unit_sliders(UNIT, unit, (ho, wo))
                 said = (
-                    f"{shown.found}. Left your model, right the same layers with offsets zero"
+                    f"{shown.found}. First your model, then the same layers with offsets zero"
                     if shown.draws_points
                     else shown.found
                 )
                 st.caption(
                     f"Unit {unit}: {said}. "
                     + ("" if cap.top.family == "torchvision" else f"{family_note(cap)} ")
-                    + "Click a unit to move it."
+                    + "Click or tap a unit to move it."
                 )
         with tab_levels:
             if tab_levels.open:

@@ -193,7 +193,8 @@ def app_update(repeats: int, device: torch.device | str = "cpu") -> None:
     """What the app's digit page does server-side when the canvas changes: decode the PNG,
     preprocess, run both models, build every tab's spec with the page's own functions
     (``viz.pages``), draw it with Plotly and serialise it as Streamlit does."""
-    from viz.pages import DIGIT_TABS, analyse, digit_tab, unit_view
+    from viz.figures import split_panels
+    from viz.pages import DIGIT_TABS, analyse, digit_tab, unit_frame, unit_view
     from viz.render import plotly_figure, plotly_json
     from viz.stats import centre_unit
     from viz.views import VIEWS
@@ -208,14 +209,16 @@ def app_update(repeats: int, device: torch.device | str = "cpu") -> None:
     def update(points_only: bool = False) -> None:
         pair = analyse(deform, regular, viz.preprocess(decode()), "deform_rts")
         unit = centre_unit(pair.deform)
+        frame = unit_frame(pair, 3)  # the page's axes for every unit of this digit
         specs = [
-            unit_view(pair, (deform, regular), ("deformable", "regular twin"), unit, VIEWS[0]).spec,
+            unit_view(pair, (deform, regular), ("deformable", "regular twin"), unit, VIEWS[0], frame=frame).spec,
             digit_tab(pair, "probabilities", unit),
         ]
         if not points_only:
             specs += [digit_tab(pair, tab, unit) for tab in DIGIT_TABS]
         for spec in specs:
-            plotly_json(plotly_figure(spec, interactive=True))
+            for part in split_panels(spec):  # a chart a panel, as the page draws them
+                plotly_json(plotly_figure(part, interactive=True))
 
     print("app, digit page, new canvas state -> all figures serialised (server side):")
     print(
@@ -229,7 +232,8 @@ def scene_update(repeats: int, device: torch.device | str = "cpu") -> None:
     the 64x64 scene, find its digits, run the scene model and its twin, build the points view,
     the caption, the per-digit table and the triplet with the page's own functions
     (``viz.pages``) and serialise the figures as Streamlit does."""
-    from viz.pages import analyse, scene_glance, scene_picks, scene_reads, scene_unit_words, unit_view
+    from viz.figures import split_panels
+    from viz.pages import analyse, scene_glance, scene_picks, scene_reads, scene_unit_words, unit_frame, unit_view
     from viz.preprocess import preprocess_scene
     from viz.render import plotly_figure, plotly_json
     from viz.scene_stats import ink_boxes
@@ -253,11 +257,14 @@ def scene_update(repeats: int, device: torch.device | str = "cpu") -> None:
         pair = analyse(deform, regular, scene, "scene_deform", "scene_regular")
         picks = scene_picks(pair, boxes)
         unit = picks["large"] or (8, 8)
-        shown = unit_view(pair, (deform, regular), ("scene_deform", "scene_regular (twin)"), unit, VIEWS[0], levels=3)
+        frame = unit_frame(pair, 3)  # the page's axes for every unit of this scene
+        names = ("scene_deform", "scene_regular (twin)")
+        shown = unit_view(pair, (deform, regular), names, unit, VIEWS[0], levels=3, frame=frame)
         scene_unit_words(pair, shown, boxes, unit, "bilinear", 3, None)
         scene_reads(pair, boxes, [None] * len(boxes))
         for spec in (shown.spec, scene_glance(pair, boxes)):
-            plotly_json(plotly_figure(spec, interactive=True))
+            for part in split_panels(spec):  # a chart a panel, as the page draws them
+                plotly_json(plotly_figure(part, interactive=True))
 
     print("app, scene page, new 64x64 drawing -> both models, points view and triplet serialised (server side):")
     print(f"  {spread(time_runs(update, repeats))} ms")

@@ -30,7 +30,9 @@ def figure(spec: FigureSpec, height: int | None = None) -> Any:
     """The interactive Plotly figure of any spec (``viz.figures``' builders return specs)."""
     from viz.render import plotly_figure
 
-    return plotly_figure(spec, interactive=True, height=height)
+    fig = plotly_figure(spec, interactive=True, height=height)
+    # the app's charts take Streamlit's theme; in Jupyter, Plotly's white template as before
+    return fig.update_layout(template="plotly_white")
 
 
 def _as_model_and_input(model: nn.Module, image: Any, **discover_options: Any) -> tuple[nn.Module, Tensor]:

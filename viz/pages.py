@@ -204,7 +204,7 @@ def scene_unit_words(
         f"Unit {unit} lies on {where}: {what}"
         f"effective dilation of its top-layer filter {dil_d:.1f} px (regular twin {dil_r:.1f} px). "
         + ("" if pair.deform.top.family == "torchvision" else f"{family_note(pair.deform)} ")
-        + "Click any unit to move it."
+        + "Click or tap any unit to move it."
         + (" Colours: the model's predicted digit classes." if shown.draws_points and overlay else "")
     )
 
