@@ -146,7 +146,9 @@ def matplotlib_figure(spec: FigureSpec, panel_inches: float = 3.2):
         nrows, ncols, figsize=(panel_inches * ncols, panel_inches * nrows + 1.0), squeeze=False, layout="constrained"
     )
     labels_all = {layer.label for p in spec.panels for layer in p.layers}
-    images = any(p.image is not None or p.heat is not None for p in spec.panels) and len(labels_all) <= 8
+    # one legend for the whole figure, above the panels, whenever its entries are few: inside an
+    # axes a legend covered points (scene_dilation's its top right dots)
+    images = len(labels_all) <= 8
     for i, (ax, panel) in enumerate(zip(axes.flat, spec.panels, strict=False)):
         # one legend per distinct set of labels keeps panels readable; over images, one legend for
         # the whole figure above the panels instead, so that it never hides the image or the points
@@ -416,7 +418,10 @@ def _layer_traces(layer: Layer, legend: bool) -> list[dict]:
                 "x": x,
                 "y": y,
                 "mode": "markers",
-                "marker": {"symbol": "square", "size": 14, "color": "rgba(44,160,44,0.06)", "line": {"width": 0}},
+                # small cells: Plotly picks the point whose marker edge is nearest the pointer, so
+                # markers wider than the units' spacing (a chart a panel on a narrow screen) tied,
+                # and a click chose a neighbouring unit; a small one picks the nearest centre
+                "marker": {"symbol": "square", "size": 6, "color": "rgba(44,160,44,0.12)", "line": {"width": 0}},
                 "customdata": np.asarray(layer.custom),
                 "hovertemplate": "unit (row %{customdata[0]}, col %{customdata[1]})<extra></extra>",
             }
