@@ -341,7 +341,7 @@ def test_no_chart_text_overlaps_another_or_leaves_its_chart(server, width, heigh
             page.set_default_timeout(60_000)
             runs = ScriptRuns(page)
             page.goto(f"{server}/{path}")
-            expect(page.locator(".js-plotly-plot").first).to_be_visible()
+            expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=120_000)  # a cold server loads models
             for view in views:
                 if view is not None:
                     page.get_by_text(view, exact=True).first.click()
@@ -367,7 +367,7 @@ def test_a_tap_on_a_phone_selects_a_unit_and_the_axes_hold_still(server):
         runs = ScriptRuns(page)
         page.goto(server)
         chart = page.locator(".st-key-scene_chart .js-plotly-plot")
-        expect(chart).to_have_count(1)
+        expect(chart).to_have_count(1, timeout=120_000)  # a cold server loads models
         wait_idle(page, runs)
         page.wait_for_timeout(1500)
         chart.first.scroll_into_view_if_needed()

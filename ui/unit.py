@@ -49,7 +49,8 @@ def charts(
     cols = st.columns(len(figs)) if len(figs) > 1 else [st.container()]
     for i, (col, fig) in enumerate(zip(cols, figs, strict=True)):
         chart_key = key if i == 0 else f"{key}_{i + 1}"
-        options: dict = {"config": CHART_CONFIG}
+        # theme=None: the figure carries its own few styles; Streamlit's theme drew each chart twice
+        options: dict = {"config": CHART_CONFIG, "theme": None}
         if set_unit is not None:
             on_tap(chart_key, set_unit)  # a tap on a touch screen too (ui.touch)
             last = f"{last_click_key or key + '_last'}_{i}"

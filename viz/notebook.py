@@ -31,7 +31,7 @@ def figure(spec: FigureSpec, height: int | None = None) -> Any:
     from viz.render import plotly_figure
 
     fig = plotly_figure(spec, interactive=True, height=height)
-    # the app's charts take Streamlit's theme; in Jupyter, Plotly's white template as before
+    # in Jupyter, Plotly's white template as before (the app's charts carry a few styles of their own)
     return fig.update_layout(template="plotly_white")
 
 

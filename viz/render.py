@@ -255,8 +255,14 @@ def plotly_dict(
     tall = (1 - v_gap * (nrows - 1)) / nrows
     data: list[dict] = []
     layout: dict = {"annotations": [], "barmode": "group"}
-    if not interactive:
-        # the app's charts take Streamlit's theme; validating Plotly's template cost ~8 ms a chart
+    if interactive:
+        # a few settings in place of a template: validating Plotly's template cost ~8 ms a chart,
+        # and Streamlit's theme (which would restyle it) draws every chart a second time
+        layout |= {
+            "paper_bgcolor": "white", "plot_bgcolor": "white",
+            "font": {"family": "Source Sans Pro, sans-serif", "size": 12, "color": "#31333f"},
+        }  # fmt: skip
+    else:
         layout["template"] = "plotly_white"
     shown: set[str] = set()
     for i, panel in enumerate(spec.panels):
@@ -266,6 +272,10 @@ def plotly_dict(
         y_dom = [y_top - tall, y_top]
         suffix = "" if i == 0 else str(i + 1)
         xaxis, yaxis = _panel_axes(panel, f"x{suffix}")
+        if interactive and panel.extent is not None:
+            # an image's axes are its pixels (the page says so): their titles took a small chart's
+            # room and ran into its tick labels
+            xaxis["title"] = yaxis["title"] = {"text": ""}
         layout[f"xaxis{suffix}"] = {**xaxis, "anchor": f"y{suffix}", "domain": x_dom}
         layout[f"yaxis{suffix}"] = {**yaxis, "anchor": f"x{suffix}", "domain": y_dom}
         if panel.title:
@@ -285,14 +295,21 @@ def plotly_dict(
             data.append({**trace, "xaxis": f"x{suffix}", "yaxis": f"y{suffix}"})
     if interactive:
         height = height or 460 * nrows + 60
+        # the tick labels, and an x axis title where one is drawn (charts that are not images)
+        below = 26 + (34 if any(p.xlabel and p.extent is None for p in spec.panels) else 0)
         layout |= {
             "height": height,
             # the top margin holds the panel titles, however many lines they were wrapped to
-            "margin": {"l": 40, "r": 10, "t": 24 + 17 * title_lines, "b": 40},
-            # the legend at the bottom of the chart, below the x axis title: Plotly grows the
-            # bottom margin to hold it (a position under the plot area, in fractions of its
-            # height, ran into the title when the plot area was squeezed to keep pixels square)
-            "legend": {"orientation": "h", "yref": "container", "y": 0, "yanchor": "bottom", "x": 0},
+            "margin": {"l": 40, "r": 10, "t": 24 + 17 * title_lines, "b": 44},
+            # the legend just under the x tick labels (image panels have no axis titles here);
+            # Plotly grows the bottom margin to hold it. In fractions of the plot area's height:
+            # if the area is squeezed to keep pixels square, the axis moves up, away from it
+            "legend": {
+                "orientation": "h",
+                "x": 0,
+                "yanchor": "top",
+                "y": -below / max(height - 68 - 17 * title_lines, 60),
+            },
             "clickmode": "event+select",
             "dragmode": False,
         }
@@ -318,8 +335,11 @@ def plotly_dict(
 def _panel_axes(panel: Panel, x_id: str) -> tuple[dict, dict]:
     """The panel's x and y axis settings: titles, ranges, and for image panels equal pixel
     aspect (the y axis scaled to its own x axis)."""
-    xaxis: dict = {"title": {"text": panel.xlabel}}
-    yaxis: dict = {"title": {"text": panel.ylabel}}
+    # the light grid of Plotly's white template (no automargin: its relayout passes cost a chart
+    # 100 ms and more; the interactive margins below hold tick labels and axis titles)
+    grid = {"gridcolor": "#e6e9ef", "zeroline": False}
+    xaxis: dict = {"title": {"text": panel.xlabel}, **grid}
+    yaxis: dict = {"title": {"text": panel.ylabel}, **grid}
     if panel.extent is not None:
         x0, x1, y0, y1 = panel.extent
         xaxis |= {"range": [x0, x1], "constrain": "domain"}
