@@ -64,3 +64,18 @@ def test_the_wheel_installs_and_runs_from_any_folder(tmp_path):
     assert (figs / "receptive_field.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     catalog = run("catalog")
     assert catalog.returncode == 0 and "scene_deform.pt" in catalog.stdout
+    # the installed app: its pages (ui/*.py, found beside the installed app.py) open from any folder
+    pages = subprocess.run(
+        [py, "-c", (
+            "import importlib.util\n"
+            "from streamlit.testing.v1 import AppTest\n"
+            "at = AppTest.from_file(importlib.util.find_spec('app').origin, default_timeout=120).run()\n"
+            "assert not at.exception, [e.message for e in at.exception]\n"
+            "assert at.selectbox(key='scene_model').value == 'scene_deform'\n"
+            "at.switch_page('ui/digits.py').run()\n"
+            "assert not at.exception, [e.message for e in at.exception]\n"
+            "print([m.label for m in at.metric])\n"
+        )],
+        cwd=elsewhere, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert pages.returncode == 0 and "Deformable predicts" in pages.stdout, pages.stderr[-3000:]
