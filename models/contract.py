@@ -79,6 +79,12 @@ class ForwardArgument:
     index: int
     name: str
 
+    def read(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The argument in a forward call's ``args`` / ``kwargs`` (None when it was not passed)."""
+        if self.name in kwargs:
+            return kwargs[self.name]
+        return args[self.index] if len(args) > self.index else None
+
 
 @dataclass(frozen=True, eq=False)
 class OpArgument:

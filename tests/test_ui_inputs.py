@@ -52,3 +52,9 @@ def test_unit_state_keeps_the_unit_and_its_sliders_in_step():
     state["user_unit_col"] = 9  # a slider moved
     unit.from_sliders()
     assert state["user_unit"] == (3, 9)
+
+
+def test_a_unit_off_the_top_layer_moves_to_the_nearest_unit_on_it():
+    assert ia.within((3, 5), (14, 14)) == (3, 5)
+    assert ia.within((20, -2), (14, 14)) == (13, 0)  # a link's or another picture's unit
+    assert ia.within((7, 7), (4, 6)) == (3, 5)

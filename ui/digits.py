@@ -29,8 +29,8 @@ from ui.session import (
     shipped_pairs,
     show_unit,
 )
-from ui.unit import charts, figures, unit_sliders, view_choice
-from viz.pages import Pair, analyse, digit_tab, frame_levels, input_key, unit_frame, unit_view
+from ui.unit import charts, figures, held_frame, unit_sliders, view_choice
+from viz.pages import Pair, analyse, digit_tab, input_key, unit_view
 from viz.stats import centre_unit
 from viz.views import VIEWS, get_view
 
@@ -127,8 +127,7 @@ def unit_views(pair: Pair, deform_model, regular_model, levels: int, method: str
         if tab_points.open:
             view = view_choice("digit_view", url).name
 
-            at = frame_levels(view, levels)
-            frame = cached("frame", (pair.key, at, method), lambda: unit_frame(pair, at, method))
+            frame = held_frame(pair, view, levels, method)
 
             def points_figures():
                 shown = unit_view(
@@ -224,10 +223,8 @@ def page() -> None:
         elif previous is None or not torch.equal(previous.image, pair.image) or "unit" not in st.session_state:
             UNIT.set(centre_unit(pair.deform))
         st.session_state["digit_pair"] = pair
-    ho, wo = pair.deform.top.out_size
-    unit = st.session_state["unit"]
-    if not (0 <= unit[0] < ho and 0 <= unit[1] < wo):
-        UNIT.set((min(max(unit[0], 0), ho - 1), min(max(unit[1], 0), wo - 1)))
+    if (unit := st.session_state["unit"]) != ia.within(unit, pair.deform.top.out_size):
+        UNIT.set(ia.within(unit, pair.deform.top.out_size))
 
     with left:
         st.image(image[0].numpy(), caption="model input (28x28, MNIST format)", width=140, clamp=True)

@@ -172,6 +172,12 @@ def click_handler(
     return on_select
 
 
+def within(unit: tuple[int, int], size: tuple[int, int]) -> tuple[int, int]:
+    """``unit`` moved onto a top layer of ``size`` units (the nearest unit there): a unit kept
+    from another picture, model or window, or read from a link, may lie off it."""
+    return min(max(int(unit[0]), 0), size[0] - 1), min(max(int(unit[1]), 0), size[1] - 1)
+
+
 def keep_widget_state(state: Any, keys: tuple[str, ...]) -> None:
     """Carry the choices of widgets ``keys`` over a run that does not draw them (a closed lazy
     tab): Streamlit drops an undrawn widget's state, unless the key is assigned afresh, as
@@ -185,6 +191,7 @@ __all__ = [
     "UnitState",
     "click_handler",
     "keep_widget_state",
+    "within",
     "MAX_PIXELS",
     "MAX_UPLOAD_BYTES",
     "UPLOAD_TYPES",

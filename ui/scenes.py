@@ -34,18 +34,16 @@ from ui.session import (
     shipped_pairs,
     show_unit,
 )
-from ui.unit import charts, figures, group_choice, view_choice
+from ui.unit import charts, figures, group_choice, held_frame, view_choice
 from viz.pages import (
     Pair,
     analyse,
-    frame_levels,
     input_key,
     roi_view,
     scene_glance,
     scene_picks,
     scene_reads,
     scene_unit_words,
-    unit_frame,
     unit_view,
 )
 from viz.preprocess import SCENE_SIZE, preprocess_scene
@@ -225,15 +223,12 @@ def unit_panel(
     """The chosen unit's view and caption. A fragment: a click or a view switch reruns only this,
     not the input column, the overview or the RoI section."""
     name, twin = names
-    ho, wo = pair.deform.top.out_size
-    unit = st.session_state["scene_unit"]
-    unit = (min(max(unit[0], 0), ho - 1), min(max(unit[1], 0), wo - 1))
+    unit = ia.within(st.session_state["scene_unit"], pair.deform.top.out_size)
     url.set("unit", unit)
     chosen = view_choice("scene_view", url)
     view = chosen.name
     group = group_choice(pair.deform.top.groups, "scene_group") if chosen.draws_points else None
-    at = frame_levels(view, levels)
-    frame = cached("frame", (pair.key, at, method, group), lambda: unit_frame(pair, at, method, group))
+    frame = held_frame(pair, view, levels, method, group)
     shown = cached(
         "view",
         (pair.key, unit, view, method, levels, group, overlay),
@@ -319,7 +314,7 @@ def page() -> None:
             if glance.open:
                 st.subheader("At a glance: a background unit, a small digit, a large digit")
                 # the deformable row only: the twin is already beside the main view
-                triplet = scene_glance(pair, inp.boxes, method, name)
+                triplet = scene_glance(pair, picks, method, name)
                 if triplet.panels:
                     charts(figures(triplet, height=330), "scene_triplet")
         with roi:

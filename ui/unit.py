@@ -9,9 +9,11 @@ from collections.abc import Callable
 import streamlit as st
 
 from ui import inputs as ia
+from ui.session import cached
 from ui.touch import on_tap
 from viz import views
 from viz.figures import FigureSpec, split_panels
+from viz.pages import Pair, frame_levels, unit_frame
 from viz.render import plotly_figure, title_line_count
 from viz.views import View
 
@@ -60,6 +62,16 @@ def charts(
             }
         with col:
             st.plotly_chart(fig, key=chart_key, **options)
+
+
+def held_frame(
+    pair: Pair, view: str, levels: int | None, method: str, group: int | None = None, key: tuple = ()
+) -> tuple[float, float, float, float]:
+    """The page's axes for ``view`` of every unit of the pair's input (:func:`viz.pages.unit_frame`
+    at the level the view draws), computed once per session for each input, level, method and
+    group (``key``: what else tells the pair's captures apart, e.g. a window of a deep stack)."""
+    at = frame_levels(view, levels)
+    return cached("frame", (pair.key, *key, at, method, group), lambda: unit_frame(pair, at, method, group))
 
 
 def unit_sliders(unit: ia.UnitState, chosen: tuple[int, int], out_size: tuple[int, int]) -> None:

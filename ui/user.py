@@ -32,7 +32,7 @@ from ui.session import (
     show_unit,
     user_model,
 )
-from ui.unit import charts, figures, group_choice, unit_sliders, view_choice
+from ui.unit import charts, figures, group_choice, held_frame, unit_sliders, view_choice
 from viz.classes import names_mismatch, top_k, top_k_text
 from viz.figures import (
     family_note,
@@ -40,7 +40,7 @@ from viz.figures import (
     levels_figure,
     offset_field_figure,
 )
-from viz.pages import Pair, analyse, frame_levels, input_key, unit_frame, unit_view
+from viz.pages import Pair, analyse, input_key, unit_view
 from viz.samples import PHOTOS, sample_photo
 from viz.views import VIEWS
 
@@ -164,9 +164,8 @@ def page() -> None:
             st.markdown(f"#### {best[0][1]}")
             st.caption(f"Top 5: {top_k_text(best)}" if len(best) > 1 else f"with probability {best[0][2]:.1%}")
     ho, wo = cap.top.out_size
-    unit = st.session_state["user_unit"]
-    if not (0 <= unit[0] < ho and 0 <= unit[1] < wo):
-        unit = (min(max(unit[0], 0), ho - 1), min(max(unit[1], 0), wo - 1))
+    if (unit := st.session_state["user_unit"]) != ia.within(unit, (ho, wo)):
+        unit = ia.within(unit, (ho, wo))
         UNIT.set(unit)
     sample = {"Sample photo": ("sample",), "Sample digit": ("photo",)}.get(st.session_state.get("user_source", ""))
     url.publish(leave_out=sample if sample else ("photo", "sample"))
@@ -184,10 +183,7 @@ def page() -> None:
                     st.info(f"The {view} is the model's top unit's: choose the top layer to see it.")
                     return
                 group = group_choice(cap.top.groups, "user_group") if chosen.draws_points else None
-                at = frame_levels(view, levels)
-                frame = cached(
-                    "frame", (pair.key, window, at, method, group), lambda: unit_frame(shown_pair, at, method, group)
-                )
+                frame = held_frame(shown_pair, view, levels, method, group, key=(window,))
                 shown = cached(
                     "view",
                     (pair.key, unit, view, method, levels, group, window),

@@ -262,7 +262,7 @@ def scene_update(repeats: int, device: torch.device | str = "cpu") -> None:
         shown = unit_view(pair, (deform, regular), names, unit, VIEWS[0], levels=3, frame=frame)
         scene_unit_words(pair, shown, boxes, unit, "bilinear", 3, None)
         scene_reads(pair, boxes, [None] * len(boxes))
-        for spec in (shown.spec, scene_glance(pair, boxes)):
+        for spec in (shown.spec, scene_glance(pair, picks)):
             for part in split_panels(spec):  # a chart a panel, as the page draws them
                 plotly_json(plotly_figure(part, interactive=True))
 

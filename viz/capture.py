@@ -165,12 +165,6 @@ class _Recorder:
 _MODE_LOCK = threading.Lock()
 
 
-def _argument(src: ForwardArgument, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    if src.name in kwargs:
-        return kwargs[src.name]
-    return args[src.index] if len(args) > src.index else None
-
-
 def _record(hooks: HookContext, module: nn.Module, recorder: _Recorder, key: tuple[int, str], pick) -> None:
     """Record ``pick(args, kwargs, output)`` of ``module``'s forward under ``key``."""
 
@@ -192,7 +186,7 @@ def _source_hook(hooks: HookContext, recorder: _Recorder, i: int, what: str, src
     elif isinstance(src, ModuleOutput):
         _record(hooks, src.module, recorder, (i, what), lambda a, k, out: out)
     elif isinstance(src, ForwardArgument):
-        _record(hooks, src.module, recorder, (i, what), lambda a, k, out: _argument(src, a, k))
+        _record(hooks, src.module, recorder, (i, what), lambda a, k, out: src.read(a, k))
     else:
         raise TypeError(f"unknown {what} source {src!r}: expected ModuleOutput, ForwardArgument or OpArgument")
 

@@ -241,9 +241,12 @@ def scene_picks(pair: Pair, boxes: Tensor) -> dict[str, tuple[int, int] | None]:
     return pick_units(pair.deform, boxes, boxes[:, 3] - boxes[:, 1])
 
 
-def scene_glance(pair: Pair, boxes: Tensor, method: str = BILINEAR, name: str = "") -> FigureSpec:
-    """The deformable model's points of a background unit, a small digit's and a large digit's."""
-    return scene_receptive_field_figure(pair.deform, None, [scene_picks(pair, boxes)], method, names=(name, ""))
+def scene_glance(
+    pair: Pair, picks: dict[str, tuple[int, int] | None], method: str = BILINEAR, name: str = ""
+) -> FigureSpec:
+    """The deformable model's points of a background unit, a small digit's and a large digit's
+    (``picks``: :func:`scene_picks`, which the page has already found)."""
+    return scene_receptive_field_figure(pair.deform, None, [picks], method, names=(name, ""))
 
 
 def roi_view(

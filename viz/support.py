@@ -166,7 +166,7 @@ def _install_family(hooks: HookContext, run: _Run, i: int, layer: SamplingLayer)
         elif isinstance(src, ForwardArgument):
 
             def rec_arg(_m, args, kwargs, what=what, src=src):
-                run.sources[(i, what)] = kwargs.get(src.name, args[src.index] if len(args) > src.index else None)
+                run.sources[(i, what)] = src.read(args, kwargs)
 
             hooks.before(src.module, rec_arg, with_kwargs=True)
         elif src is not None:

@@ -194,5 +194,3 @@ def train_scenes_command(
     print(f"test: {format_metrics(metrics)}")
     print(f"saved {args.out} ({log['train_seconds']:.0f} s of training)")
     return 0
-
-

@@ -205,7 +205,9 @@ def _plot(path: Path, runs: list[dict[str, Any]], archs: list[str], conds: list[
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m models.train.experiment", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m models.train.experiment",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--dataset", choices=("mnist", "cifar10"), default="mnist")
     p.add_argument(

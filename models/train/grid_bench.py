@@ -51,7 +51,9 @@ def _run(cmd: list[str], env: dict[str, str]) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m models.train.grid_bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m models.train.grid_bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     p.add_argument("--archs", nargs="+", default=["regular", "deform"])
